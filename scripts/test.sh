@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The test command (README and CI run exactly this): install, start PostgreSQL on loopback, run pytest on
+# SQLite and PostgreSQL, real models and real servers included. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need+=(postgresql)
+command -v chromium >/dev/null 2>&1 || need+=(chromium chromium-driver fonts-ipafont-gothic)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing system packages: ${need[*]}"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+bash scripts/install.sh dev
+EMPLIFAI_TEST_PG_URL=$(bash scripts/pg.sh start)
+export EMPLIFAI_TEST_PG_URL
+trap 'bash scripts/pg.sh stop' EXIT
+.venv/bin/python -m pytest "$@"

@@ -1,0 +1,38 @@
+"""The `emplifai` command. Each stage's commands live in their own module; this file only wires them."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from emplifai.cli import dataset
+from emplifai.cli.common import err_console
+from emplifai.errors import UserError
+
+app = typer.Typer(
+    name="emplifai",
+    help="Build, validate and benchmark Japanese empathetic medical dialogue datasets (EmplifAI pipeline).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(dataset.app, name="dataset")
+
+
+@app.command()
+def version() -> None:
+    """Print the emplifai version."""
+    from emplifai import __version__
+
+    print(__version__)
+
+
+def main() -> None:
+    try:
+        app()
+    except UserError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted; finished items are kept and a rerun resumes[/]")
+        sys.exit(130)

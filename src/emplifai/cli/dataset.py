@@ -1,0 +1,128 @@
+"""`emplifai dataset import|validate|export|stats|split`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from emplifai import ingest, stats
+from emplifai.cli.common import DbOpt, console, err_console, progress_bar
+from emplifai.errors import InputError, UserError
+from emplifai.export import export_store
+from emplifai.io import FORMATS, STATUSES
+from emplifai.splits import make_split
+from emplifai.store.db import open_store
+from emplifai.store.repo import LIVE, iter_records
+
+app = typer.Typer(help="Load, check, describe, split and export a dialogue dataset.", no_args_is_help=True)
+
+
+def _source_path(path: Path | None, sample: bool) -> Path:
+    if sample == (path is not None):
+        raise UserError("give either a PATH or --sample")
+    return ingest.sample_path() if sample else path  # type: ignore[return-value]
+
+
+@app.command("import")
+def import_(
+    path: Annotated[Path | None, typer.Argument(help="JSONL, CSV, Parquet file or a saved datasets folder.")] = None,
+    sample: Annotated[bool, typer.Option("--sample", help="Import the bundled sample corpus.")] = False,
+    db: DbOpt = None,
+) -> None:
+    """Import a dataset: all rows or none, in one transaction; re-importing the same file changes nothing."""
+    src = _source_path(path, sample)
+    store = open_store(db)
+    with progress_bar(f"importing {src.name}", ingest.count_lines(src)) as advance:
+        report = ingest.import_file(store, src, progress=advance)
+    console.print(
+        f"imported {src}: {report.dialogues_added} dialogues and {report.situations_added} situations added, "
+        f"{report.unchanged} already present"
+    )
+
+
+@app.command()
+def validate(
+    path: Annotated[Path | None, typer.Argument(help="File to check.")] = None,
+    sample: Annotated[bool, typer.Option("--sample")] = False,
+    against_db: Annotated[bool, typer.Option("--against-db", help="Also check conflicts with the store.")] = False,
+    db: DbOpt = None,
+) -> None:
+    """Report every problem of a file without touching the database."""
+    src = _source_path(path, sample)
+    store = open_store(db) if against_db else None
+    with progress_bar(f"checking {src.name}", ingest.count_lines(src)) as advance:
+        report = ingest.validate_file(src, store, progress=advance)
+    if report.problems:
+        raise InputError(report.problems, "the database was not touched")
+    console.print(f"{src}: {report.rows} rows, no problems")
+
+
+@app.command()
+def export(
+    out: Annotated[Path, typer.Option("--out", help="Output file (or folder for --format hf).")],
+    fmt: Annotated[str, typer.Option("--format", help=f"One of {', '.join(FORMATS)}.")] = "jsonl",
+    split: Annotated[str | None, typer.Option(help="Only this split (train, validation, test).")] = None,
+    status: Annotated[list[str] | None, typer.Option(help="Statuses to include (default: all but removed).")] = None,
+    db: DbOpt = None,
+) -> None:
+    """Export dialogues to JSONL, CSV, Parquet or a Hugging Face DatasetDict (train/validation/test)."""
+    statuses = status or [str(s) for s in LIVE]
+    for st in statuses:
+        if st not in STATUSES:
+            raise UserError(f"unknown status {st!r}; use {', '.join(STATUSES)}")
+    counts = export_store(open_store(db), out, fmt, statuses=statuses, split=split)  # type: ignore[arg-type]
+    console.print(f"wrote {out} ({fmt}): " + ", ".join(f"{k}={v}" for k, v in counts.items()))
+
+
+@app.command("stats")
+def stats_(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    near: Annotated[bool, typer.Option(help="Count near-duplicates (MinHash).")] = True,
+    db: DbOpt = None,
+) -> None:
+    """Situations and dialogues per emotion, per pair, lengths, balance and duplicates."""
+    store = open_store(db)
+    with store.sessions() as s:
+        result = stats.compute(iter_records(s), near=near)
+    if as_json:
+        print(json.dumps(result, ensure_ascii=False, indent=2))
+        return
+    _print_stats(result)
+
+
+def _print_stats(r: dict) -> None:
+    t = Table(title=f"{r['situations']} situations, {r['dialogues']} dialogues")
+    for col in ("emotion", "感情", "group", "situations", "dialogues"):
+        t.add_column(col, justify="right" if col in ("situations", "dialogues") else "left")
+    for en, e in r["emotions"].items():
+        t.add_row(en, e["ja"], e["group"], str(e["situations"]), str(e["dialogues"]))
+    console.print(t)
+    p, b, d = r["dialogues_per_pair"], r["balance"], r["duplicates"]
+    console.print(f"dialogues per emotion–situation pair: mean {p['mean']}, min {p['min']}, max {p['max']}")
+    console.print("sentiment groups: " + ", ".join(
+        f"{g} {v['situations']}/{v['dialogues']}" for g, v in r["groups"].items()) + " (situations/dialogues)")
+    for k, v in r["lengths_chars"].items():
+        console.print(f"{k} length (chars): mean {v['mean']}, median {v['median']}, min {v['min']}, max {v['max']}")
+    console.print(f"balance (normalised entropy over 28 emotions): dialogues {b['dialogues_normalised_entropy']}, "
+                  f"situations {b['situations_normalised_entropy']}")
+    console.print(f"duplicates: exact {d['exact']}, near {d['near']} (Jaccard ≥ {d['near_threshold']})")
+
+
+@app.command()
+def split(
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
+    train: Annotated[float, typer.Option(help="Fraction of each emotion's situations for training.")] = 0.8,
+    validation: Annotated[float, typer.Option()] = 0.1,
+    test: Annotated[float, typer.Option()] = 0.1,
+    name: Annotated[str, typer.Option(help="Split name; later stages use the newest of a name.")] = "default",
+    db: DbOpt = None,
+) -> None:
+    """Train/validation/test grouped by situation and stratified by emotion; the manifest is stored."""
+    res = make_split(open_store(db), seed=seed, fractions=(train, validation, test), name=name)
+    for sp, v in res.sizes.items():
+        console.print(f"{sp}: {v['situations']} situations, {v['dialogues']} dialogues")
+    err_console.print(f"manifest {res.manifest_id} (seed {res.seed}, content {res.content_hash[:12]})")

@@ -1,0 +1,209 @@
+"""The one narrow interface every language-model backend implements.
+
+Every stage of the pipeline (predict, generate, judge, synth) talks to an :class:`LLM` and nothing else, so
+the embedded Gemma 3 270M, any GGUF file, a local transformers folder and an OpenAI-compatible server are
+interchangeable. Four operations cover the paper: ``complete`` and ``chat`` (generation), ``score`` (total
+log-probability of candidate continuations, used for zero-shot label prediction) and ``batch_chat`` (many
+conversations, one failure never sinks the batch). ``signature()`` says everything that determines outputs;
+it is recorded with results and keys the disk cache.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Literal, TypedDict
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "LLM",
+    "BackendUnavailable",
+    "BadSpecError",
+    "Completion",
+    "GenParams",
+    "LLMError",
+    "LLMFailure",
+    "Message",
+    "MessagesLike",
+    "ProgressCallback",
+    "TokenLogprob",
+    "file_sha256",
+    "to_messages",
+]
+
+
+# --------------------------------------------------------------------------------------------- errors
+class LLMError(Exception):
+    """An error meant to be shown to the user (bad input, unreachable server, exhausted retries)."""
+
+
+class BadSpecError(LLMError, ValueError):
+    """A model spec string that matches none of the valid forms."""
+
+
+class BackendUnavailable(LLMError):
+    """The backend's package is not installed, or its model/server cannot be reached."""
+
+
+# ------------------------------------------------------------------------------------------ data types
+class GenParams(BaseModel):
+    """Decoding parameters. Frozen and strict so they can be hashed into cache keys and recorded as-is."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_tokens: int = Field(256, ge=1)
+    # Greedy by default: the pipeline wants reproducible outputs (judge non-determinism is a known complaint).
+    temperature: float = Field(0.0, ge=0.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    seed: int = 42
+    stop: tuple[str, ...] = ()
+    # Number of top alternatives to return per generated token; None = no logprobs at all (cheaper).
+    logprobs: int | None = Field(None, ge=0, le=20)
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+MessagesLike = Sequence[Message | Mapping[str, str]]
+
+
+def to_messages(messages: MessagesLike) -> list[Message]:
+    """Accept ``Message`` objects or plain ``{"role", "content"}`` dicts (as read from JSON)."""
+    out = [m if isinstance(m, Message) else Message.model_validate(dict(m)) for m in messages]
+    if not out:
+        raise LLMError("chat() needs at least one message")
+    return out
+
+
+class TokenLogprob(TypedDict):
+    token: str
+    logprob: float
+    top: dict[str, float]  # top-k alternatives (token text -> logprob); may include the chosen token
+
+
+@dataclass
+class Completion:
+    text: str
+    finish_reason: str  # "stop" (EOS or stop string), "length" (max_tokens or context full), or the server's
+    token_logprobs: list[TokenLogprob] | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cached: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Completion:
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+
+@dataclass
+class LLMFailure:
+    """One item of a batch that failed after retries: the reason and whatever raw output there was."""
+
+    reason: str
+    raw: str | None = None
+
+
+ProgressCallback = Callable[[int, "Completion | LLMFailure"], None]
+"""Called once per finished batch item with (index in the input list, result). Lets callers draw a progress
+bar *and* persist results as they arrive, so an interrupted batch resumes where it stopped."""
+
+
+# ---------------------------------------------------------------------------------------- the interface
+class LLM(abc.ABC):
+    """Base class of all backends. Subclasses implement complete/chat/score/signature."""
+
+    #: canonical spec string, e.g. ``embedded``, ``gguf:/abs/model.gguf``, ``openai:qwen@http://host:8000``
+    spec: str = ""
+
+    @abc.abstractmethod
+    def complete(self, prompt: str, params: GenParams | None = None) -> Completion:
+        """Continue raw text (no chat template)."""
+
+    @abc.abstractmethod
+    def chat(self, messages: MessagesLike, params: GenParams | None = None) -> Completion:
+        """Answer a conversation, using the model's chat template."""
+
+    @abc.abstractmethod
+    def score(self, prompt: str, candidates: Sequence[str]) -> list[float]:
+        """Total natural-log probability of each candidate string as a continuation of ``prompt``.
+
+        Defined as log P(prompt + candidate) - log P(prompt) under the canonical tokenisation of each string,
+        which equals the sum of the candidate's token log-probabilities whenever the prompt's tokens are a
+        prefix of the joint tokens (the usual case) and stays well defined when the boundary merges.
+        """
+
+    @abc.abstractmethod
+    def signature(self) -> dict[str, Any]:
+        """Everything that determines outputs: backend, model id/path + sha256, adapter, versions, n_ctx."""
+
+    def batch_chat(
+        self,
+        conversations: Sequence[MessagesLike],
+        params: GenParams | None = None,
+        *,
+        concurrency: int = 1,
+        progress: ProgressCallback | None = None,
+    ) -> list[Completion | LLMFailure]:
+        """Chat over many conversations; results come back in input order.
+
+        The default runs sequentially (in-process models hold one context and gain nothing from threads);
+        HTTP backends override it with bounded concurrency. A failing item becomes an :class:`LLMFailure`.
+        """
+        if concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
+        results: list[Completion | LLMFailure] = []
+        for i, messages in enumerate(conversations):
+            result = self._chat_or_failure(messages, params)
+            results.append(result)
+            if progress is not None:
+                progress(i, result)
+        return results
+
+    def _chat_or_failure(self, messages: MessagesLike, params: GenParams | None) -> Completion | LLMFailure:
+        try:
+            return self.chat(messages, params)
+        except LLMError as exc:
+            return LLMFailure(reason=str(exc), raw=getattr(exc, "raw", None))
+        except Exception as exc:  # one bad item must not sink a long batch; the reason keeps the bug visible
+            return LLMFailure(reason=f"internal error: {type(exc).__name__}: {exc}")
+
+    def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing to release
+        """Release model memory / HTTP connections. Safe to call twice."""
+
+    def __enter__(self) -> LLM:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.spec}>"
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """sha256 of a (possibly large) file, memoised per process on (path, size, mtime)."""
+    real = os.path.realpath(path)
+    st = os.stat(real)
+    key = (real, st.st_size, st.st_mtime_ns)
+    if key not in _HASHES:
+        digest = hashlib.sha256()
+        with open(real, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        _HASHES[key] = digest.hexdigest()
+    return _HASHES[key]

@@ -1,0 +1,307 @@
+"""llama.cpp backend (any GGUF file, optional GGUF LoRA adapter) through llama-cpp-python.
+
+We use llama-cpp-python to load the model, tokenise and call ``llama_decode``, but drive the KV cache
+ourselves: every decode asks for logits only at the positions we need. That makes
+
+* ``score()`` evaluate a shared prompt once and each candidate from the cached prefix (roll the KV cache
+  back to the prompt length, decode only the candidate's tokens), and
+* per-token log-probabilities cheap (llama-cpp-python's own path needs ``logits_all=True``, which computes
+  and copies a 262,144-wide row for every prompt token of Gemma 3).
+
+The context is created with ``swa_full=True``: Gemma 3 uses sliding-window attention and the default
+(small) SWA cache may already have overwritten positions that a rollback needs again.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+from collections.abc import Callable, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import _local
+from .base import (
+    LLM,
+    BackendUnavailable,
+    Completion,
+    GenParams,
+    LLMError,
+    MessagesLike,
+    file_sha256,
+    to_messages,
+)
+
+
+class LlamaCppLLM(LLM):
+    """A GGUF model in this process. Not thread-parallel: calls are serialised with a lock."""
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike[str],
+        *,
+        lora_path: str | os.PathLike[str] | None = None,
+        lora_scale: float = 1.0,
+        n_ctx: int = 4096,
+        n_batch: int = 512,
+        n_threads: int | None = None,
+        chat_format: str | None = None,
+        model_sha256: str | None = None,
+        spec: str | None = None,
+        verbose: bool = False,
+    ) -> None:
+        try:
+            import llama_cpp
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise BackendUnavailable("llama-cpp-python is not installed: pip install 'emplifai[llm]'") from exc
+        self._lc = llama_cpp
+        self.model_path = Path(model_path).resolve()
+        self.lora_path = Path(lora_path).resolve() if lora_path else None
+        for label, path in (("model", self.model_path), ("LoRA adapter", self.lora_path)):
+            if path is not None and not path.is_file():
+                raise BackendUnavailable(f"{label} file not found: {path}")
+        self.lora_scale = lora_scale
+        self.n_ctx = n_ctx
+        threads = n_threads or os.cpu_count() or 1
+        try:
+            self._llama = llama_cpp.Llama(
+                model_path=str(self.model_path),
+                n_ctx=n_ctx,
+                n_batch=n_batch,
+                n_ubatch=n_batch,
+                n_threads=threads,
+                n_threads_batch=threads,
+                lora_path=str(self.lora_path) if self.lora_path else None,
+                lora_scale=lora_scale,
+                logits_all=False,
+                swa_full=True,
+                verbose=verbose,
+            )
+        except (ValueError, RuntimeError) as exc:
+            raise BackendUnavailable(f"llama.cpp could not load {self.model_path}: {exc}") from exc
+        self._model_sha256 = model_sha256
+        self._n_vocab = self._llama.n_vocab()
+        self._n_batch = self._llama.n_batch
+        self._vocab = llama_cpp.llama_model_get_vocab(self._llama.model)
+        self._memory = llama_cpp.llama_get_memory(self._llama.ctx)
+        self._kv: list[int] = []  # tokens whose keys/values are in the cache, positions 0..len-1
+        self._lock = threading.RLock()
+        meta = self._llama.metadata
+        self.architecture = meta.get("general.architecture", "")
+        self._template = meta.get("tokenizer.chat_template")
+        if chat_format is None:
+            chat_format = "gemma" if self.architecture.startswith("gemma") else ("jinja" if self._template else "none")
+        if chat_format not in ("gemma", "jinja", "none"):
+            raise LLMError(f"chat_format must be 'gemma', 'jinja' (the GGUF's template) or 'none', got {chat_format!r}")
+        self.chat_format = chat_format
+        self.spec = spec or f"gguf:{self.model_path}" + (f"+lora:{self.lora_path}" if self.lora_path else "")
+
+    # ------------------------------------------------------------------------------------- public API
+    def signature(self) -> dict[str, Any]:
+        if self._model_sha256 is None:
+            self._model_sha256 = file_sha256(self.model_path)
+        return {
+            "backend": "llama.cpp",
+            "model": self.model_path.name,
+            "model_sha256": self._model_sha256,
+            "adapter": self.lora_path.name if self.lora_path else None,
+            "adapter_sha256": file_sha256(self.lora_path) if self.lora_path else None,
+            "lora_scale": self.lora_scale if self.lora_path else None,
+            "n_ctx": self.n_ctx,
+            "chat_format": self.chat_format,
+            "versions": {"llama_cpp_python": _version("llama-cpp-python"), "decode_loop": _local.LOOP_VERSION},
+        }
+
+    def complete(self, prompt: str, params: GenParams | None = None) -> Completion:
+        with self._lock:
+            return self._generate(self.tokenize(prompt), params or GenParams())
+
+    def chat(self, messages: MessagesLike, params: GenParams | None = None) -> Completion:
+        msgs = to_messages(messages)
+        if self.chat_format == "gemma":
+            tokens = self.tokenize(_local.render_gemma(msgs))
+        elif self.chat_format == "jinja":
+            tokens = self._render_jinja(msgs)
+        else:
+            raise LLMError(f"{self.model_path.name} has no chat template; pass chat_format='gemma' or use complete()")
+        with self._lock:
+            return self._generate(tokens, params or GenParams())
+
+    def score(self, prompt: str, candidates: Sequence[str]) -> list[float]:
+        with self._lock:
+            return self._score(prompt, candidates)
+
+    def score_uncached(self, prompt: str, candidates: Sequence[str]) -> list[float]:
+        """Reference implementation of :meth:`score`: every candidate from a cleared cache, full sequence
+        re-evaluated (prompt log-probs evaluated separately when the boundary merges). For tests/benchmarks."""
+        with self._lock:
+            out = []
+            for cand in candidates:
+                p, full = self.tokenize(prompt), self.tokenize(prompt + cand)
+                k = _local.common_prefix_len(p, full)
+                self._clear()
+                total = float(self._eval_targets(full, k - 1).sum())
+                if k < len(p):
+                    self._clear()
+                    total -= float(self._eval_targets(p, k - 1).sum())
+                out.append(total)
+            return out
+
+    def tokenize(self, text: str, *, add_bos: bool = True) -> list[int]:
+        # special=True so control tokens written in a prompt (<start_of_turn>) are parsed the way the
+        # llama.cpp server parses them; keeps embedded and server outputs comparable.
+        return self._llama.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
+
+    def close(self) -> None:
+        with self._lock:
+            llama = getattr(self, "_llama", None)
+            if llama is not None:
+                llama.close()
+                self._llama = None  # type: ignore[assignment]
+
+    # ------------------------------------------------------------------------------------- internals
+    def _score(self, prompt: str, candidates: Sequence[str]) -> list[float]:
+        p = self.tokenize(prompt)
+        n = len(p)
+        if not candidates:
+            return []
+        first = _local.log_softmax(self._prefill(p))  # the prompt, evaluated once
+        scores = []
+        for cand in candidates:
+            full = self.tokenize(prompt + cand)
+            k = _local.common_prefix_len(p, full)
+            if k == n:
+                if len(full) == n:
+                    scores.append(0.0)
+                    continue
+                # Roll back to the prompt and decode only the candidate's tokens (all but its last one:
+                # nothing needs the distribution after it).
+                rest = self._eval_targets(full, n)
+                scores.append(float(first[full[n]] + rest.sum()))
+            else:
+                # The last prompt token merged with the candidate's start ("感" + "謝" -> "感謝"), so the
+                # candidate cannot be read off the cached distribution. Use the definition directly:
+                # log P(full[k:] | full[:k]) - log P(p[k:] | p[:k]), both from the shared k-token prefix.
+                if k == 0:
+                    raise LLMError("cannot score: the model adds no BOS token and the first token differs")
+                a = float(self._eval_targets(full, k - 1).sum())
+                b = float(self._eval_targets(p, k - 1).sum())
+                scores.append(a - b)
+        return scores
+
+    def _generate(self, tokens: list[int], params: GenParams) -> Completion:
+        max_new = min(params.max_tokens, self.n_ctx - len(tokens))
+        if max_new <= 0:
+            raise LLMError(f"prompt of {len(tokens)} tokens leaves no room in n_ctx={self.n_ctx}")
+        first = self._prefill(tokens)
+
+        def step(token: int) -> np.ndarray:
+            return self._eval_last([*self._kv, token])
+
+        return _local.generate(
+            first,
+            step,
+            detokenize=lambda toks: self._llama.detokenize(toks),
+            piece=self._piece,
+            is_eog=lambda t: bool(self._lc.llama_vocab_is_eog(self._vocab, t)),
+            params=params,
+            max_new=max_new,
+            prompt_tokens=len(tokens),
+        )
+
+    def _piece(self, token: int) -> str:
+        return self._llama.detokenize([token]).decode("utf-8", errors="replace")
+
+    def _render_jinja(self, msgs: Sequence[Any]) -> list[int]:
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        bos = self._piece_special(self._llama.token_bos())
+        eos = self._piece_special(self._llama.token_eos())
+        fmt = Jinja2ChatFormatter(template=self._template or "", eos_token=eos, bos_token=bos)
+        prompt = fmt(messages=[m.model_dump() for m in msgs]).prompt
+        # templates usually write the BOS text themselves; do not add a second one
+        return self.tokenize(prompt, add_bos=not prompt.startswith(bos))
+
+    def _piece_special(self, token: int) -> str:
+        return self._llama.detokenize([token], special=True).decode("utf-8", errors="replace")
+
+    # KV-cache management. self._kv mirrors what the cache holds; every evaluation first keeps the longest
+    # common prefix with it, so repeated prompts and the shared prefix of score() are never recomputed.
+    def _prefill(self, tokens: list[int]) -> np.ndarray:
+        """Make the cache hold ``tokens`` and return the logits after the last one."""
+        return self._eval_last(tokens)
+
+    def _eval_last(self, tokens: list[int]) -> np.ndarray:
+        out: list[np.ndarray] = []
+        last = len(tokens) - 1
+        self._decode(tokens, self._reusable(tokens, last), range(last, last + 1), lambda _i, row: out.append(row.copy()))
+        return out[0]
+
+    def _eval_targets(self, tokens: list[int], first: int) -> np.ndarray:
+        """Return log P(tokens[i+1] | tokens[:i+1]) for i = first..len-2, i.e. the log-probs of tokens[first+1:],
+        decoding only what the cache does not already hold."""
+        want = range(first, len(tokens) - 1)
+        vals = np.zeros(len(want))
+
+        def take(i: int, row: np.ndarray) -> None:
+            vals[i - first] = _local.log_softmax(row)[tokens[i + 1]]
+
+        if len(want):
+            # the last token is never decoded: nothing needs the distribution after it
+            self._decode(tokens[:-1], self._reusable(tokens, first), want, take)
+        return vals
+
+    def _reusable(self, tokens: list[int], first_needed: int) -> int:
+        """How many cached tokens can stay: the common prefix, but position ``first_needed`` must be decoded
+        again because its logits are not kept."""
+        return min(_local.common_prefix_len(self._kv, tokens), first_needed)
+
+    def _decode(
+        self, tokens: list[int], start: int, want: range, take: Callable[[int, np.ndarray], None]
+    ) -> None:
+        """Truncate the cache to ``start`` tokens, decode ``tokens[start:]`` in n_batch chunks, and hand the
+        logits row of each position in ``want`` (absolute positions) to ``take`` (a view: copy to keep)."""
+        if len(tokens) > self.n_ctx:
+            raise LLMError(f"{len(tokens)} tokens exceed n_ctx={self.n_ctx}")
+        if start > len(self._kv) or self._kv[:start] != tokens[:start]:
+            raise AssertionError("KV cache prefix mismatch (bug)")
+        lc = self._lc
+        if not lc.llama_memory_seq_rm(self._memory, 0, start, -1):  # some cache types cannot cut partially
+            lc.llama_memory_clear(self._memory, True)
+            self._kv, start = [], 0
+        self._kv = self._kv[:start]
+        batch = self._llama._batch.batch  # reuse llama-cpp-python's preallocated llama_batch (n_batch slots)
+        for c0 in range(start, len(tokens), self._n_batch):
+            chunk = tokens[c0 : c0 + self._n_batch]
+            batch.n_tokens = len(chunk)
+            for j, tok in enumerate(chunk):
+                batch.token[j] = tok
+                batch.pos[j] = c0 + j
+                batch.n_seq_id[j] = 1
+                batch.seq_id[j][0] = 0
+                batch.logits[j] = (c0 + j) in want
+            rc = lc.llama_decode(self._llama.ctx, batch)
+            if rc != 0:
+                self._clear()
+                raise LLMError(f"llama_decode failed with code {rc}")
+            self._kv.extend(chunk)
+            for j in range(len(chunk)):
+                if (c0 + j) in want:
+                    ptr = lc.llama_get_logits_ith(self._llama.ctx, j)
+                    take(c0 + j, np.ctypeslib.as_array(ctypes.cast(ptr, ctypes.POINTER(ctypes.c_float)),
+                                                       shape=(self._n_vocab,)))
+
+    def _clear(self) -> None:
+        self._lc.llama_memory_clear(self._memory, True)
+        self._kv = []
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None

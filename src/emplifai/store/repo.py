@@ -1,0 +1,108 @@
+"""Queries and edits shared by every stage. Edits always append to the review history."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from emplifai.errors import UserError
+from emplifai.io import Record
+from emplifai.store.models import Action, Dialogue, ReviewEvent, Situation, SplitManifest, SplitMember, Status
+
+LIVE = (Status.PENDING, Status.APPROVED, Status.FLAGGED)  # everything not removed
+SPLITS = ("train", "validation", "test")
+
+
+def latest_manifest(s: Session, name: str = "default") -> SplitManifest | None:
+    q = select(SplitManifest).where(SplitManifest.name == name).order_by(SplitManifest.id.desc()).limit(1)
+    return s.scalars(q).first()
+
+
+def require_manifest(s: Session, name: str = "default") -> SplitManifest:
+    m = latest_manifest(s, name)
+    if m is None:
+        raise UserError(f"no split named {name!r} yet; run `emplifai dataset split` first")
+    return m
+
+
+def iter_records(
+    s: Session,
+    statuses: Iterable[str] = LIVE,
+    *,
+    split: str | None = None,
+    manifest: SplitManifest | None = None,
+    emotions: Iterable[str] | None = None,
+) -> Iterator[Record]:
+    """Stream dialogues with their situations, ordered by situation then dialogue id."""
+    q = (
+        select(Dialogue, Situation)
+        .join(Situation, Dialogue.situation_id == Situation.id)
+        .where(Dialogue.status.in_([str(x) for x in statuses]))
+        .order_by(Situation.id, Dialogue.id)
+    )
+    if split is not None:
+        if split not in SPLITS:
+            raise UserError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+        m = manifest or require_manifest(s)
+        q = q.join(SplitMember, SplitMember.situation_id == Situation.id).where(
+            SplitMember.manifest_id == m.id, SplitMember.split == split
+        )
+    if emotions is not None:
+        q = q.where(Situation.emotion.in_(list(emotions)))
+    for d, sit in s.execute(q.execution_options(yield_per=5000)):
+        yield Record(
+            dialogue_id=d.id, situation_id=sit.id, emotion=sit.emotion, situation=sit.text, patient=d.patient,
+            supporter=d.supporter, source=d.source, condition=sit.condition, stage=sit.stage, status=d.status,
+            author=d.author, meta=dict(d.meta or {}),
+        )
+
+
+def split_of(s: Session, manifest: SplitManifest) -> dict[str, str]:
+    """situation id -> split name for a manifest."""
+    q = select(SplitMember.situation_id, SplitMember.split).where(SplitMember.manifest_id == manifest.id)
+    return dict(s.execute(q).tuples().all())
+
+
+def record_event(
+    s: Session, *, entity: str, entity_id: str, actor: str, action: Action, field: str | None = None,
+    before: str | None = None, after: str | None = None, reason: str | None = None,
+) -> ReviewEvent:
+    ev = ReviewEvent(entity=entity, entity_id=entity_id, actor=actor, action=str(action), field=field,
+                     before=before, after=after, reason=reason)
+    s.add(ev)
+    return ev
+
+
+def set_status(s: Session, dialogue_id: str, status: Status, *, actor: str, action: Action,
+               reason: str | None = None) -> Dialogue:
+    d = s.get(Dialogue, dialogue_id)
+    if d is None:
+        raise UserError(f"no dialogue {dialogue_id!r}")
+    record_event(s, entity="dialogue", entity_id=d.id, actor=actor, action=action, field="status",
+                 before=d.status, after=str(status), reason=reason)
+    d.status = str(status)
+    return d
+
+
+def modify_dialogue(s: Session, dialogue_id: str, *, actor: str, patient: str | None = None,
+                    supporter: str | None = None, reason: str | None = None) -> Dialogue:
+    """Edit a turn; the old text stays in the review history."""
+    d = s.get(Dialogue, dialogue_id)
+    if d is None:
+        raise UserError(f"no dialogue {dialogue_id!r}")
+    for fld, new in (("patient", patient), ("supporter", supporter)):
+        if new is None or new == getattr(d, fld):
+            continue
+        if not new.strip():
+            raise UserError(f"{fld} turn may not be empty")
+        record_event(s, entity="dialogue", entity_id=d.id, actor=actor, action=Action.MODIFY, field=fld,
+                     before=getattr(d, fld), after=new, reason=reason)
+        setattr(d, fld, new)
+    return d
+
+
+def history(s: Session, entity: str, entity_id: str) -> list[ReviewEvent]:
+    q = select(ReviewEvent).where(ReviewEvent.entity == entity, ReviewEvent.entity_id == entity_id)
+    return list(s.scalars(q.order_by(ReviewEvent.id)))

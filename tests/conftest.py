@@ -1,0 +1,69 @@
+"""Test fixtures: every test gets its own database, on SQLite and on PostgreSQL alike.
+
+PostgreSQL comes from EMPLIFAI_TEST_PG_URL (scripts/test.sh starts one on loopback). Under CI its absence is
+an error, not a skip, so the PostgreSQL half of the suite can never silently vanish.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from emplifai.store.db import Store, resolve_url
+
+PG_URL = os.environ.get("EMPLIFAI_TEST_PG_URL")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """State a command writes by default (emplifai.db) lands in the test's tmpdir."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("EMPLIFAI_DB", raising=False)
+
+
+def _pg_database() -> Iterator[str]:
+    if not PG_URL:
+        if os.environ.get("CI"):
+            pytest.fail("EMPLIFAI_TEST_PG_URL is not set under CI: run the tests through scripts/test.sh")
+        pytest.skip("no PostgreSQL: set EMPLIFAI_TEST_PG_URL (scripts/test.sh does)")
+    admin = create_engine(resolve_url(PG_URL), isolation_level="AUTOCOMMIT")
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as c:
+        c.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield resolve_url(PG_URL).rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as c:
+            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database URL, once per backend."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'test.db'}"
+    else:
+        yield from _pg_database()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'test.db'}"
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    yield from _pg_database()
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[Store]:
+    s = Store(db_url)
+    yield s
+    s.dispose()
