@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
+from tests.helpers import record, write_jsonl
 
 from emplifai import io
 from emplifai.errors import InputError
@@ -14,7 +15,6 @@ from emplifai.export import export_store
 from emplifai.ingest import import_file, validate_file
 from emplifai.splits import make_split
 from emplifai.store.models import Dialogue, Situation
-from tests.helpers import record, write_jsonl
 
 
 def counts(store) -> tuple[int, int]:
@@ -58,7 +58,7 @@ def test_bad_input_names_file_line_field_and_changes_nothing(store, base_file, t
     before = counts(store)
     bad = tmp_path / "bad.jsonl"
     # A valid new record first, so a half-import would be visible.
-    rows = [record(900, sit=900)] + lines
+    rows = [record(900, sit=900), *lines]
     bad.write_text("".join((r if isinstance(r, str) else json.dumps(r, ensure_ascii=False)) + "\n" for r in rows),
                    encoding="utf-8")
     with pytest.raises(InputError) as ei:

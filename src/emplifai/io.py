@@ -119,9 +119,9 @@ def check_utf8(path: Path) -> Problem | None:
 
 def iter_rows(path: Path) -> Iterator[Row]:
     """Stream the rows of any supported file; parse errors come back as rows with a problem."""
-    fmt = detect_format(path)
     if not path.exists():
         raise UserError(f"{path}: no such file or folder")
+    fmt = detect_format(path)
     if fmt in ("jsonl", "csv") and (bad := check_utf8(path)):
         yield Row(bad.file, bad.line or 0, None, bad)
         return

@@ -38,18 +38,24 @@ def _norm_text(rec: Record) -> str:
 
 
 def near_duplicates(texts: list[str], threshold: float = NEAR_DUP_THRESHOLD) -> int:
-    """Dialogues that have at least one other dialogue above the threshold (MinHash LSH)."""
+    """Dialogues that have at least one other dialogue at or above the threshold.
+
+    MinHash LSH finds candidates at a looser threshold (LSH banding misses pairs near its threshold); each
+    candidate is then checked against the real threshold with the MinHash Jaccard estimate.
+    """
     from datasketch import MinHash, MinHashLSH
 
-    lsh = MinHashLSH(threshold=threshold, num_perm=64)
+    lsh = MinHashLSH(threshold=max(0.5, threshold - 0.2), num_perm=128)
     hashes = []
     for i, t in enumerate(texts):
-        grams = {t[j : j + 3].encode() for j in range(max(len(t) - 2, 1))}
-        m = MinHash(num_perm=64, seed=1)
-        m.update_batch(list(grams))
+        m = MinHash(num_perm=128, seed=1)
+        m.update_batch([t[j : j + 3].encode() for j in range(max(len(t) - 2, 1))])
         lsh.insert(str(i), m)
         hashes.append(m)
-    return sum(1 for i, m in enumerate(hashes) if any(k != str(i) for k in lsh.query(m)))
+    return sum(
+        1 for i, m in enumerate(hashes)
+        if any(k != str(i) and hashes[int(k)].jaccard(m) >= threshold for k in lsh.query(m))
+    )
 
 
 def compute(records: Iterable[Record], near: bool = True) -> dict[str, Any]:

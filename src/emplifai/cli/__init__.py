@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import sys
 
 import typer
 
-from emplifai.cli import dataset
 from emplifai.cli.common import err_console
 from emplifai.errors import UserError
 
@@ -16,7 +17,12 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-app.add_typer(dataset.app, name="dataset")
+
+# In data-flow order. Each module defines register(app: typer.Typer) -> None.
+STAGES = ("dataset", "collect", "synth", "predict", "finetune", "evaluate", "run")
+for _name in STAGES:
+    if importlib.util.find_spec(f"emplifai.cli.{_name}") is not None:
+        importlib.import_module(f"emplifai.cli.{_name}").register(app)
 
 
 @app.command()
@@ -31,7 +37,7 @@ def main() -> None:
     try:
         app()
     except UserError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted; finished items are kept and a rerun resumes[/]")

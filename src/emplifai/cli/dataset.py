@@ -24,7 +24,10 @@ app = typer.Typer(help="Load, check, describe, split and export a dialogue datas
 def _source_path(path: Path | None, sample: bool) -> Path:
     if sample == (path is not None):
         raise UserError("give either a PATH or --sample")
-    return ingest.sample_path() if sample else path  # type: ignore[return-value]
+    src = ingest.sample_path() if sample else path
+    if not src.exists():  # type: ignore[union-attr]
+        raise UserError(f"{src}: no such file or folder")
+    return src  # type: ignore[return-value]
 
 
 @app.command("import")
@@ -126,3 +129,7 @@ def split(
     for sp, v in res.sizes.items():
         console.print(f"{sp}: {v['situations']} situations, {v['dialogues']} dialogues")
     err_console.print(f"manifest {res.manifest_id} (seed {res.seed}, content {res.content_hash[:12]})")
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="dataset")

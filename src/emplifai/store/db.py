@@ -49,7 +49,10 @@ def make_engine(url: str) -> Engine:
 
 
 def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest Alembic revision (a no-op when it is current)."""
+    """Bring the schema to the newest revision of every branch (a no-op when current).
+
+    Each stage owns an Alembic branch that starts from 0001_core, so stages evolve their tables independently.
+    """
     from alembic import command
     from alembic.config import Config
     from alembic.runtime.migration import MigrationContext
@@ -57,16 +60,16 @@ def migrate(engine: Engine) -> None:
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
-    head = ScriptDirectory.from_config(cfg).get_current_head()
+    heads = set(ScriptDirectory.from_config(cfg).get_heads())
     try:
         with engine.connect() as conn:
-            if MigrationContext.configure(conn).get_current_revision() == head:
+            if set(MigrationContext.configure(conn).get_current_heads()) == heads:
                 return
     except Exception as exc:
         raise UserError(f"cannot connect to the database {engine.url!r}: {exc}") from exc
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+        command.upgrade(cfg, "heads")
 
 
 class Store:
