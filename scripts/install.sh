@@ -21,7 +21,7 @@ python -c "import torch" 2>/dev/null || pip install -q "torch==2.13.0" ${TORCH_I
 if ! python -c "import llama_cpp" 2>/dev/null; then
   echo "building llama-cpp-python (a few minutes on 2 cores)…"
   CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON" \
-    pip install -q --no-cache-dir "llama-cpp-python[server]==0.3.36"
+    pip install -q "llama-cpp-python[server]==0.3.36"
 fi
 
 pip install -q -e ".[$extra]"
