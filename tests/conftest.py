@@ -17,6 +17,8 @@ from sqlalchemy import create_engine, text
 from emplifai.store.db import Store, resolve_url
 
 PG_URL = os.environ.get("EMPLIFAI_TEST_PG_URL")
+# llama.cpp's OpenMP threads spin while waiting: passive waiting keeps the suite fast on a shared machine.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 @pytest.fixture(autouse=True)

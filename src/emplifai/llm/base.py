@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, TypedDict
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 __all__ = [
     "LLM",
@@ -38,7 +38,13 @@ __all__ = [
 
 # --------------------------------------------------------------------------------------------- errors
 class LLMError(Exception):
-    """An error meant to be shown to the user (bad input, unreachable server, exhausted retries)."""
+    """An error meant to be shown to the user (bad input, unreachable server, exhausted retries).
+
+    ``raw`` keeps whatever the backend returned (e.g. an HTTP error body) for the failure record."""
+
+    def __init__(self, message: str, *, raw: str | None = None) -> None:
+        super().__init__(message)
+        self.raw = raw
 
 
 class BadSpecError(LLMError, ValueError):
@@ -77,9 +83,12 @@ MessagesLike = Sequence[Message | Mapping[str, str]]
 
 def to_messages(messages: MessagesLike) -> list[Message]:
     """Accept ``Message`` objects or plain ``{"role", "content"}`` dicts (as read from JSON)."""
-    out = [m if isinstance(m, Message) else Message.model_validate(dict(m)) for m in messages]
+    try:
+        out = [m if isinstance(m, Message) else Message.model_validate(dict(m)) for m in messages]
+    except (ValidationError, TypeError, ValueError) as exc:
+        raise LLMError(f"invalid conversation: {exc}") from exc
     if not out:
-        raise LLMError("chat() needs at least one message")
+        raise LLMError("invalid conversation: no messages")
     return out
 
 
@@ -140,7 +149,9 @@ class LLM(abc.ABC):
 
         Defined as log P(prompt + candidate) - log P(prompt) under the canonical tokenisation of each string,
         which equals the sum of the candidate's token log-probabilities whenever the prompt's tokens are a
-        prefix of the joint tokens (the usual case) and stays well defined when the boundary merges.
+        prefix of the joint tokens (the usual case) and stays well defined when the last prompt token merges
+        with the candidate's start (then it can even be > 0: "感" + "謝" is likelier as the token "感謝").
+        End prompts with a delimiter (":", "：", a newline) so that candidates start on a token boundary.
         """
 
     @abc.abstractmethod
@@ -174,7 +185,7 @@ class LLM(abc.ABC):
         try:
             return self.chat(messages, params)
         except LLMError as exc:
-            return LLMFailure(reason=str(exc), raw=getattr(exc, "raw", None))
+            return LLMFailure(reason=str(exc), raw=exc.raw)
         except Exception as exc:  # one bad item must not sink a long batch; the reason keeps the bug visible
             return LLMFailure(reason=f"internal error: {type(exc).__name__}: {exc}")
 

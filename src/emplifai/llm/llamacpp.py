@@ -8,6 +8,11 @@ ourselves: every decode asks for logits only at the positions we need. That make
 * per-token log-probabilities cheap (llama-cpp-python's own path needs ``logits_all=True``, which computes
   and copies a 262,144-wide row for every prompt token of Gemma 3).
 
+Reproducibility: llama.cpp's CPU kernels round differently for different batch shapes (a position's logits
+move by up to ~1 logit, ~0.5 nat in a log-prob, when the same tokens are decoded in other chunks), so a
+call never reuses KV state left by an *earlier* call: each ``complete``/``chat``/``score`` starts from a
+cleared cache and the same inputs always get the same decode schedule and the same numbers.
+
 The context is created with ``swa_full=True``: Gemma 3 uses sliding-window attention and the default
 (small) SWA cache may already have overwritten positions that a rollback needs again.
 """
@@ -16,7 +21,9 @@ from __future__ import annotations
 
 import ctypes
 import os
+import sys
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
@@ -54,6 +61,10 @@ class LlamaCppLLM(LLM):
         spec: str | None = None,
         verbose: bool = False,
     ) -> None:
+        # llama.cpp's CPU threads meet at OpenMP barriers; libgomp's default spin-waiting collapses when another
+        # process competes for the cores (measured on 2 cores: 16 tokens in 32 s instead of 0.7 s). Passive
+        # waiting avoids that. libgomp reads this once, when llama_cpp loads it; a user's own setting wins.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         try:
             import llama_cpp
         except ImportError as exc:  # pragma: no cover - depends on the environment
@@ -66,7 +77,8 @@ class LlamaCppLLM(LLM):
                 raise BackendUnavailable(f"{label} file not found: {path}")
         self.lora_scale = lora_scale
         self.n_ctx = n_ctx
-        threads = n_threads or os.cpu_count() or 1
+        threads = n_threads or int(os.environ.get("EMPLIFAI_THREADS") or 0) or os.cpu_count() or 1
+        _set_log_level(llama_cpp, verbose)
         try:
             self._llama = llama_cpp.Llama(
                 model_path=str(self.model_path),
@@ -83,6 +95,9 @@ class LlamaCppLLM(LLM):
             )
         except (ValueError, RuntimeError) as exc:
             raise BackendUnavailable(f"llama.cpp could not load {self.model_path}: {exc}") from exc
+        # Free the native model before interpreter teardown: llama-cpp-python's own __del__ at exit raises
+        # "TypeError: 'NoneType' object is not callable" once its ctypes module is already gone.
+        self._finalizer = weakref.finalize(self, self._llama.close)
         self._model_sha256 = model_sha256
         self._n_vocab = self._llama.n_vocab()
         self._n_batch = self._llama.n_batch
@@ -112,6 +127,9 @@ class LlamaCppLLM(LLM):
             "adapter_sha256": file_sha256(self.lora_path) if self.lora_path else None,
             "lora_scale": self.lora_scale if self.lora_path else None,
             "n_ctx": self.n_ctx,
+            # logits depend (slightly) on how tokens are batched, so the chunk size is part of the identity;
+            # the thread count is not (checked: 1 and 2 threads give identical scores and text)
+            "n_batch": self._n_batch,
             "chat_format": self.chat_format,
             "versions": {"llama_cpp_python": _version("llama-cpp-python"), "decode_loop": _local.LOOP_VERSION},
         }
@@ -135,12 +153,20 @@ class LlamaCppLLM(LLM):
         with self._lock:
             return self._score(prompt, candidates)
 
-    def score_uncached(self, prompt: str, candidates: Sequence[str]) -> list[float]:
-        """Reference implementation of :meth:`score`: every candidate from a cleared cache, full sequence
-        re-evaluated (prompt log-probs evaluated separately when the boundary merges). For tests/benchmarks."""
+    def score_reference(self, prompt: str, candidates: Sequence[str], *, single_pass: bool = False) -> list[float]:
+        """Slow reference for :meth:`score`, for tests and benchmarks: each candidate from a cleared cache.
+
+        ``single_pass=False`` keeps score()'s decode schedule (prompt, then candidate) but recomputes the prompt
+        for every candidate, so it checks the KV-cache rollback exactly. ``single_pass=True`` decodes prompt +
+        candidate in one batch, the naive way; llama.cpp's CPU kernels give slightly different logits for
+        different batch shapes (ggml-org/llama.cpp#4479), so expect ~0.1 nat differences, not 1e-6.
+        """
         with self._lock:
             out = []
             for cand in candidates:
+                if not single_pass:
+                    out.extend(self._score(prompt, [cand]))
+                    continue
                 p, full = self.tokenize(prompt), self.tokenize(prompt + cand)
                 k = _local.common_prefix_len(p, full)
                 self._clear()
@@ -154,50 +180,53 @@ class LlamaCppLLM(LLM):
     def tokenize(self, text: str, *, add_bos: bool = True) -> list[int]:
         # special=True so control tokens written in a prompt (<start_of_turn>) are parsed the way the
         # llama.cpp server parses them; keeps embedded and server outputs comparable.
+        if not self._finalizer.alive:
+            raise LLMError(f"{self.spec}: the model was closed")
         return self._llama.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
 
     def close(self) -> None:
         with self._lock:
-            llama = getattr(self, "_llama", None)
-            if llama is not None:
-                llama.close()
-                self._llama = None  # type: ignore[assignment]
+            self._finalizer()  # idempotent
 
     # ------------------------------------------------------------------------------------- internals
     def _score(self, prompt: str, candidates: Sequence[str]) -> list[float]:
-        p = self.tokenize(prompt)
-        n = len(p)
         if not candidates:
             return []
-        first = _local.log_softmax(self._prefill(p))  # the prompt, evaluated once
-        scores = []
-        for cand in candidates:
+        p = self.tokenize(prompt)
+        n = len(p)
+        # Always start from a cleared cache: llama.cpp's logits depend slightly on how tokens were batched,
+        # so reusing KV from an unrelated earlier call would make scores depend on call history.
+        self._clear()
+        first = _local.log_softmax(self._eval_last(p))  # the prompt, evaluated once
+        scores: list[float] = [0.0] * len(candidates)
+        merged: list[tuple[int, list[int], int]] = []
+        for i, cand in enumerate(candidates):
             full = self.tokenize(prompt + cand)
             k = _local.common_prefix_len(p, full)
-            if k == n:
-                if len(full) == n:
-                    scores.append(0.0)
-                    continue
+            if k < n:
+                merged.append((i, full, k))
+            elif len(full) > n:
                 # Roll back to the prompt and decode only the candidate's tokens (all but its last one:
-                # nothing needs the distribution after it).
-                rest = self._eval_targets(full, n)
-                scores.append(float(first[full[n]] + rest.sum()))
-            else:
-                # The last prompt token merged with the candidate's start ("感" + "謝" -> "感謝"), so the
-                # candidate cannot be read off the cached distribution. Use the definition directly:
-                # log P(full[k:] | full[:k]) - log P(p[k:] | p[:k]), both from the shared k-token prefix.
-                if k == 0:
-                    raise LLMError("cannot score: the model adds no BOS token and the first token differs")
-                a = float(self._eval_targets(full, k - 1).sum())
-                b = float(self._eval_targets(p, k - 1).sum())
-                scores.append(a - b)
+                # nothing needs the distribution after it). Single-token candidates cost nothing.
+                scores[i] = float(first[full[n]] + self._eval_targets(full, n).sum())
+        for j, (i, full, k) in enumerate(merged):
+            # The last prompt token merged with the candidate's start ("感" + "謝" -> "感謝"), so the candidate
+            # cannot be read off the cached distribution. Use the definition directly:
+            # log P(full[k:] | full[:k]) - log P(p[k:] | p[:k]), both from the shared k-token prefix.
+            if k == 0:
+                raise LLMError("cannot score: the model adds no BOS token and the first token differs")
+            if j:  # earlier fallbacks rewrote cache positions inside the prompt: rebuild it the same way
+                self._clear()
+                self._eval_last(p)
+            scores[i] = float(self._eval_targets(full, k - 1).sum() - self._eval_targets(p, k - 1).sum())
         return scores
 
     def _generate(self, tokens: list[int], params: GenParams) -> Completion:
         max_new = min(params.max_tokens, self.n_ctx - len(tokens))
         if max_new <= 0:
             raise LLMError(f"prompt of {len(tokens)} tokens leaves no room in n_ctx={self.n_ctx}")
-        first = self._prefill(tokens)
+        self._clear()  # same prompt -> same decode schedule -> same output, whatever ran before
+        first = self._eval_last(tokens)
 
         def step(token: int) -> np.ndarray:
             return self._eval_last([*self._kv, token])
@@ -229,16 +258,14 @@ class LlamaCppLLM(LLM):
     def _piece_special(self, token: int) -> str:
         return self._llama.detokenize([token], special=True).decode("utf-8", errors="replace")
 
-    # KV-cache management. self._kv mirrors what the cache holds; every evaluation first keeps the longest
-    # common prefix with it, so repeated prompts and the shared prefix of score() are never recomputed.
-    def _prefill(self, tokens: list[int]) -> np.ndarray:
-        """Make the cache hold ``tokens`` and return the logits after the last one."""
-        return self._eval_last(tokens)
-
+    # KV-cache management. self._kv mirrors what the cache holds; an evaluation keeps the longest common
+    # prefix with it (up to the first position whose logits are needed) and decodes only the rest.
     def _eval_last(self, tokens: list[int]) -> np.ndarray:
         out: list[np.ndarray] = []
         last = len(tokens) - 1
-        self._decode(tokens, self._reusable(tokens, last), range(last, last + 1), lambda _i, row: out.append(row.copy()))
+        self._decode(
+            tokens, self._reusable(tokens, last), range(last, last + 1), lambda _i, row: out.append(row.copy())
+        )
         return out[0]
 
     def _eval_targets(self, tokens: list[int], first: int) -> np.ndarray:
@@ -260,9 +287,7 @@ class LlamaCppLLM(LLM):
         again because its logits are not kept."""
         return min(_local.common_prefix_len(self._kv, tokens), first_needed)
 
-    def _decode(
-        self, tokens: list[int], start: int, want: range, take: Callable[[int, np.ndarray], None]
-    ) -> None:
+    def _decode(self, tokens: list[int], start: int, want: range, take: Callable[[int, np.ndarray], None]) -> None:
         """Truncate the cache to ``start`` tokens, decode ``tokens[start:]`` in n_batch chunks, and hand the
         logits row of each position in ``want`` (absolute positions) to ``take`` (a view: copy to keep)."""
         if len(tokens) > self.n_ctx:
@@ -292,12 +317,37 @@ class LlamaCppLLM(LLM):
             for j in range(len(chunk)):
                 if (c0 + j) in want:
                     ptr = lc.llama_get_logits_ith(self._llama.ctx, j)
-                    take(c0 + j, np.ctypeslib.as_array(ctypes.cast(ptr, ctypes.POINTER(ctypes.c_float)),
-                                                       shape=(self._n_vocab,)))
+                    take(
+                        c0 + j,
+                        np.ctypeslib.as_array(ctypes.cast(ptr, ctypes.POINTER(ctypes.c_float)), shape=(self._n_vocab,)),
+                    )
 
     def _clear(self) -> None:
         self._lc.llama_memory_clear(self._memory, True)
         self._kv = []
+
+
+# llama-cpp-python 0.3.36 maps ggml's log levels with a stale enum (it prints WARN as if it were ERROR and
+# hides ERROR as DEBUG), so verbose=False still floods stderr with warnings. We install our own callback:
+# quiet mode prints only errors (ggml: NONE=0, DEBUG=1, INFO=2, WARN=3, ERROR=4, CONT=5).
+_LOG_STATE = {"verbose": False, "last": 0}
+_LOG_CALLBACK: Any = None
+
+
+def _set_log_level(llama_cpp: Any, verbose: bool) -> None:
+    global _LOG_CALLBACK
+    _LOG_STATE["verbose"] = verbose
+    if _LOG_CALLBACK is None:
+
+        @llama_cpp.llama_log_callback
+        def callback(level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
+            level = _LOG_STATE["last"] if level == 5 else level
+            _LOG_STATE["last"] = level
+            if _LOG_STATE["verbose"] or level == 4:
+                sys.stderr.write(text.decode("utf-8", errors="replace"))
+
+        _LOG_CALLBACK = callback  # keep a reference: ctypes callbacks must outlive their registration
+        llama_cpp.llama_log_set(_LOG_CALLBACK, ctypes.c_void_p(0))
 
 
 def _version(dist: str) -> str | None:

@@ -1,0 +1,246 @@
+"""`emplifai sample | generate | judge | ratings export|import|summary | agree | report-eval` (paper §5)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from emplifai.cli.common import DbOpt, console, err_console, progress_bar
+from emplifai.errors import UserError
+from emplifai.store.db import open_store
+from emplifai.store.evaluation import HUMAN_SOURCE, METRICS
+
+SampleOpt = Annotated[str, typer.Option("--sample", help="Name of the sample manifest.")]
+ratings_app = typer.Typer(help="Human rating sheets: export, import, summary.", no_args_is_help=True)
+
+
+def _store(db: str | None):
+    import emplifai.store.evaluation  # noqa: F401  (registers the tables on Base)
+
+    return open_store(db)
+
+
+def sample(
+    n: Annotated[int, typer.Option("--n", help="Number of emotion–situation pairs.")] = 100,
+    seed: Annotated[int, typer.Option(help="Random seed (paper: 42).")] = 42,
+    name: Annotated[str, typer.Option("--name", help="Manifest name.")] = "default",
+    stratify: Annotated[bool, typer.Option(help="Keep the emotion proportions of the population.")] = False,
+    replace: Annotated[bool, typer.Option(help="Replace a same-named manifest that has no generations.")] = False,
+    db: DbOpt = None,
+) -> None:
+    """Draw the emotion–situation pairs every model and rater sees (scikit-learn, as in the paper)."""
+    from emplifai.sample import make_sample
+
+    r = make_sample(_store(db), n=n, seed=seed, name=name, stratify=stratify, replace=replace)
+    state = "created" if r.created else "already present (unchanged)"
+    console.print(f"sample {r.name!r}: {r.n} pairs over {r.emotions} emotions, seed {seed} — {state}")
+
+
+def generate(
+    model: Annotated[str | None, typer.Option("--model", help="Model spec, e.g. embedded.")] = None,
+    source: Annotated[str | None, typer.Option("--source", help="'human': the corpus's own dialogues.")] = None,
+    label: Annotated[str | None, typer.Option("--label", help="Store under this source name (default: spec).")] = None,
+    sample_name: SampleOpt = "default",
+    max_tokens: Annotated[int, typer.Option(help="Token limit per dialogue.")] = 256,
+    temperature: Annotated[float, typer.Option(help="0 = greedy (reproducible).")] = 0.0,
+    seed: Annotated[int, typer.Option()] = 42,
+    lang: Annotated[str, typer.Option(help="Instruction language: ja (paper) or en.")] = "ja",
+    concurrency: Annotated[int, typer.Option(help="Parallel requests (HTTP backends).")] = 1,
+    db: DbOpt = None,
+) -> None:
+    """Generate a two-turn dialogue per sampled pair; malformed output is kept and flagged, reruns resume."""
+    from emplifai import generate as g
+
+    store = _store(db)
+    if (model is None) == (source is None):
+        raise UserError("give either --model SPEC or --source human")
+    if source is not None:
+        if source != HUMAN_SOURCE:
+            raise UserError("--source only accepts 'human' (the corpus's own dialogues)")
+        r = g.add_human(store, sample_name)
+    else:
+        if lang not in ("ja", "en"):
+            raise UserError("--lang must be ja or en")
+        from emplifai.sample import require_sample
+
+        with store.session() as s:
+            total = require_sample(s, sample_name).n
+        with progress_bar(f"generating with {label or model}", total) as advance:
+            r = g.generate(store, spec=model, sample_name=sample_name, label=label, lang=lang, max_tokens=max_tokens,
+                           temperature=temperature, seed=seed, concurrency=concurrency, progress=advance)
+    console.print(f"{r.source}: {r.added} added, {r.skipped} already present; {r.malformed} malformed, "
+                  f"{r.non_japanese} not Japanese")
+    for f in r.backend_failures:
+        err_console.print(f"[yellow]backend failure (not stored, rerun to retry):[/] {f}")
+
+
+def judge(
+    judge_spec: Annotated[str, typer.Option("--judge", help="Judge model spec.")],
+    sample_name: SampleOpt = "default",
+    source: Annotated[list[str] | None, typer.Option("--source", help="Only these sources (repeatable).")] = None,
+    metric: Annotated[list[str] | None, typer.Option("--metric", help=f"Subset of: {', '.join(METRICS)}.")] = None,
+    repeats: Annotated[int, typer.Option(help="Independent judgements per item (spread is reported).")] = 1,
+    layout: Annotated[str, typer.Option(help="standard (Table 4), blocks or reversed (bias probe).")] = "standard",
+    lang: Annotated[str, typer.Option(help="Rubric language: ja or en.")] = "ja",
+    shots: Annotated[int, typer.Option(help="Worked examples before the item (0–2).")] = 2,
+    weighted: Annotated[bool, typer.Option(help="G-Eval probability-weighted score (needs logprobs).")] = False,
+    retries: Annotated[int, typer.Option(help="Extra attempts for an invalid answer.")] = 2,
+    max_tokens: Annotated[int, typer.Option()] = 160,
+    temperature: Annotated[float, typer.Option()] = 0.0,
+    seed: Annotated[int, typer.Option()] = 42,
+    concurrency: Annotated[int, typer.Option(help="Parallel requests (HTTP backends).")] = 1,
+    limit: Annotated[int | None, typer.Option(help="Only the first N generations per source.")] = None,
+    allow_self_judge: Annotated[bool, typer.Option("--allow-self-judge", help="Let a model judge itself.")] = False,
+    retry_failed: Annotated[bool, typer.Option(help="Judge stored failures again.")] = False,
+    replace: Annotated[bool, typer.Option(help="Re-score items scored with an older prompt version.")] = False,
+    db: DbOpt = None,
+) -> None:
+    """Score generations on the 7 rubrics of Table 3; failures are stored with raw output, reruns resume."""
+    from emplifai.judge import JudgeConfig
+    from emplifai.judge import judge as run
+
+    if lang not in ("ja", "en"):
+        raise UserError("--lang must be ja or en")
+    if repeats > 1 and temperature == 0.0:
+        err_console.print("[yellow]note:[/] --repeats with --temperature 0 gives identical answers; the spread "
+                          "will be 0 on deterministic backends")
+    cfg = JudgeConfig(spec=judge_spec, sample=sample_name, sources=tuple(source) if source else None,
+                      metrics=tuple(metric) if metric else METRICS, repeats=repeats, layout=layout, lang=lang,
+                      shots=shots, weighted=weighted, retries=retries, max_tokens=max_tokens, temperature=temperature,
+                      seed=seed, concurrency=concurrency, allow_self=allow_self_judge, retry_failed=retry_failed,
+                      replace=replace, limit=limit)
+    holder: dict[str, object] = {}
+    with progress_bar(f"judging with {judge_spec}", None) as advance:
+        r = run(_store(db), cfg, progress=advance, on_total=lambda n: holder.setdefault("total", n))
+    console.print(f"{judge_spec}: {r.scored} scored, {r.by_rule} by rule (malformed), {r.failed} failed after "
+                  f"{retries + 1} attempt(s), {r.skipped} already stored; {r.attempts} LLM calls")
+    for f in r.failures[:10]:
+        err_console.print(f"[yellow]failure (stored with raw output):[/] {f[:300]}")
+
+
+@ratings_app.command("export")
+def ratings_export(
+    source: Annotated[str, typer.Option("--source", help="Which generations to rate (a model spec/label or human).")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the sheets.")] = Path("rating_sheets"),
+    sample_name: SampleOpt = "default",
+    raters: Annotated[int, typer.Option(help="Raters per group.")] = 3,
+    group_size: Annotated[int, typer.Option(help="Dialogues per group.")] = 10,
+    db: DbOpt = None,
+) -> None:
+    """Write one CSV and one XLSX sheet per (group, rater)."""
+    from emplifai.ratings import export_sheets
+
+    files = export_sheets(_store(db), out, sample=sample_name, source=source, raters=raters, group_size=group_size)
+    console.print(f"wrote {len(files)} files ({len(files) // 2} sheets as CSV + XLSX) to {out}")
+
+
+@ratings_app.command("import")
+def ratings_import(
+    files: Annotated[list[Path], typer.Argument(help="Filled sheets (.csv or .xlsx).")],
+    replace: Annotated[bool, typer.Option(help="Overwrite a rater's earlier different score.")] = False,
+    db: DbOpt = None,
+) -> None:
+    """Validate all sheets and store every score, or nothing; then print inter-rater agreement."""
+    from sqlalchemy import select
+
+    from emplifai.ratings import import_sheets, summary
+    from emplifai.store.evaluation import Generation, Rating
+
+    store = _store(db)
+    r = import_sheets(store, files, replace=replace)
+    console.print(f"{r.files} file(s): {r.added} scores added, {r.unchanged} unchanged, {r.replaced} replaced; "
+                  f"{len(r.raters)} rater(s)")
+    with store.session() as s:
+        pairs = set(s.execute(select(Generation.sample_name, Generation.source).join(
+            Rating, Rating.generation_id == Generation.id)))
+    for smp, src in sorted(pairs):
+        _print_summary(summary(store, smp, src))
+
+
+def _print_summary(sm: dict) -> None:
+    from rich.table import Table
+
+    from emplifai.prompts.judge import label
+
+    t = Table(title=f"human ratings: sample {sm['sample']}, source {sm['source']} ({sm['raters']} raters)")
+    for col in ("metric", "items", "mean", "α ordinal", "ICC(1,1)", "ICC(1,k)"):
+        t.add_column(col)
+    for m, v in sm["metrics"].items():
+        t.add_row(label(m), str(v["items"]), f"{v['mean']:.2f}", *(("–" if v[k] is None else f"{v[k]:.3f}")
+                                                                    for k in ("alpha_ordinal", "icc1", "icc1k")))
+    console.print(t)
+
+
+@ratings_app.command("summary")
+def ratings_summary(
+    source: Annotated[str, typer.Option("--source")],
+    sample_name: SampleOpt = "default",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON incl. per-dialogue means.")] = False,
+    db: DbOpt = None,
+) -> None:
+    """Per-dialogue means and inter-rater agreement (Krippendorff's alpha, ordinal; ICC)."""
+    from emplifai.ratings import summary
+
+    sm = summary(_store(db), sample_name, source)
+    if as_json:
+        print(json.dumps(sm, ensure_ascii=False, indent=2))
+    else:
+        _print_summary(sm)
+
+
+def agree(
+    judge_spec: Annotated[str, typer.Option("--judge")],
+    source: Annotated[str, typer.Option("--source", help="The rated source.")],
+    sample_name: SampleOpt = "default",
+    weighted: Annotated[bool, typer.Option(help="Use G-Eval weighted judge scores.")] = False,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for 95% CIs.")] = 2000,
+    seed: Annotated[int, typer.Option()] = 0,
+    out: Annotated[Path, typer.Option("--out")] = Path("reports"),
+    db: DbOpt = None,
+) -> None:
+    """Judge vs human per metric: Pearson r (p), Spearman rho, MAD, bootstrap CIs → table5.md/.json."""
+    from emplifai import report_eval as rep
+
+    t = rep.table5(_store(db), judge_spec, source, sample_name, weighted=weighted, n_boot=bootstrap, seed=seed)
+    md = rep.md5(t)
+    paths = rep.write(out, "table5", t, md)
+    console.print(md)
+    console.print(f"wrote {', '.join(map(str, paths))}")
+
+
+def report_eval(
+    judge_spec: Annotated[str, typer.Option("--judge")],
+    human_source: Annotated[str | None, typer.Option("--rated-source", help="Source with human ratings.")] = None,
+    sample_name: SampleOpt = "default",
+    bias_layout: Annotated[str, typer.Option(help="Alternative layout for the bias report.")] = "blocks",
+    weighted: Annotated[bool, typer.Option(help="Table 4 from G-Eval weighted scores.")] = False,
+    out: Annotated[Path, typer.Option("--out")] = Path("reports"),
+    db: DbOpt = None,
+) -> None:
+    """Write table4, table5 (if rated), bias report and per-metric PNG plots."""
+    from emplifai import report_eval as rep
+
+    store = _store(db)
+    t4 = rep.table4(store, judge_spec, sample_name, weighted=weighted)
+    files = rep.write(out, "table4", t4, rep.md4(t4))
+    console.print(rep.md4(t4))
+    if human_source:
+        t5 = rep.table5(store, judge_spec, human_source, sample_name, weighted=weighted)
+        files += rep.write(out, "table5", t5, rep.md5(t5))
+        console.print(rep.md5(t5))
+    b = rep.bias(store, judge_spec, sample_name, bias_layout)
+    files += rep.write(out, "bias", b, rep.md_bias(b))
+    files += rep.plots(store, judge_spec, out, sample_name, human_source)
+    console.print(f"wrote {len(files)} files to {out}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("sample")(sample)
+    app.command("generate")(generate)
+    app.command("judge")(judge)
+    app.add_typer(ratings_app, name="ratings")
+    app.command("agree")(agree)
+    app.command("report-eval")(report_eval)

@@ -1,0 +1,21 @@
+"""Crowdsourcing collection and review web app (paper sections 3.2–3.4, 5.4).
+
+Layout: ``settings`` (pydantic, refuses a default secret outside development), ``security`` (argon2 hashes,
+signed session cookies, CSRF), ``accounts``/``campaigns`` (admin operations, dashboards, pay ledger), ``assign``
+(atomic claims with leases), ``review`` (approve/reject/flag/modify, lead keep/remove), ``rating`` (human rating
+groups), ``app`` (the FastAPI factory ``create_app(settings)``) and ``routes`` (server-rendered Japanese pages).
+"""
+
+from __future__ import annotations
+
+from emplifai.collect.settings import Settings
+
+
+def create_app(settings: Settings):  # type: ignore[no-untyped-def]
+    """The FastAPI application (imported lazily: the CLI must not pay for FastAPI on every command)."""
+    from emplifai.collect.app import create_app as _create
+
+    return _create(settings)
+
+
+__all__ = ["Settings", "create_app"]

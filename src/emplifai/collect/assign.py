@@ -1,0 +1,221 @@
+"""Assignment: atomic claims with expiring leases, release, and submission.
+
+Choosing work (paper 3.3: randomised to reduce fatigue, balanced labels, a pair disabled once full):
+among the worker's eligible buckets (open, not full, never done by this worker) take those furthest from their
+target, prefer an emotion other than the worker's previous one, then pick at random.
+
+Taking the slot is one conditional statement, ``UPDATE collect_tasks SET filled = filled + 1 WHERE id = :id AND
+filled < target``: on PostgreSQL the row lock makes a concurrent claimer re-check the condition after the first
+commits, on SQLite the whole claim runs under ``BEGIN IMMEDIATE``. A CHECK constraint repeats the rule in the
+schema, and the unique (task, worker, live) key forbids handing a worker the same task twice. Expired leases are
+swept back into the pool at the start of every claim (PostgreSQL: ``FOR UPDATE SKIP LOCKED`` so sweepers never
+wait on each other).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from emplifai.collect.campaigns import get_campaign
+from emplifai.collect.tx import is_sqlite, run_write
+from emplifai.errors import UserError
+from emplifai.io import MAX_SITUATION_CHARS, MAX_TURN_CHARS
+from emplifai.store.collect import Campaign, Claim, ClaimStatus, Kind, Task, User
+from emplifai.store.db import Store
+from emplifai.store.evaluation import METRICS, Rating
+from emplifai.store.models import Dialogue, Situation, Source, Status
+
+
+class NotFound(UserError):
+    """No such claim for this worker (another worker's claim looks exactly like a missing one)."""
+
+
+class Conflict(UserError):
+    """The request cannot be applied in the claim's current state."""
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    claim_id: int
+    task_id: int
+    reused: bool  # the worker already held an open lease of this kind: it is handed back instead
+
+
+def sweep_expired(s: Session, now: float) -> int:
+    """Expired leases give their slot back; returns how many were swept."""
+    stale = select(Claim.id).where(Claim.status == ClaimStatus.LEASED, Claim.expires_at <= now)
+    if not is_sqlite(s):
+        stale = stale.with_for_update(skip_locked=True)
+    rows = s.execute(
+        update(Claim).where(Claim.id.in_(stale.scalar_subquery())).values(status=ClaimStatus.EXPIRED, live=None)
+        .returning(Claim.task_id).execution_options(synchronize_session=False)
+    ).scalars().all()
+    for task_id, n in sorted(Counter(rows).items()):  # sorted: a fixed lock order between sweepers
+        s.execute(update(Task).where(Task.id == task_id).values(filled=Task.filled - n)
+                  .execution_options(synchronize_session=False))
+    return len(rows)
+
+
+def _take_slot(s: Session, task_id: int) -> bool:
+    res = s.execute(update(Task).where(Task.id == task_id, Task.filled < Task.target, Task.enabled.is_(True))
+                    .values(filled=Task.filled + 1).execution_options(synchronize_session=False))
+    return res.rowcount == 1  # type: ignore[attr-defined]
+
+
+def _free_slot(s: Session, task_id: int) -> None:
+    s.execute(update(Task).where(Task.id == task_id).values(filled=Task.filled - 1)
+              .execution_options(synchronize_session=False))
+
+
+def _claim(s: Session, camp: Campaign, worker_id: int, kind: str, now: float, rng: random.Random) -> Claimed | None:
+    if not is_sqlite(s):  # one claim at a time per worker (SQLite's write lock already serialises everything)
+        s.execute(select(User.id).where(User.id == worker_id).with_for_update())
+    sweep_expired(s, now)
+    held = s.execute(select(Claim.id, Claim.task_id).where(
+        Claim.worker_id == worker_id, Claim.campaign_id == camp.id, Claim.kind == kind,
+        Claim.status == ClaimStatus.LEASED)).first()
+    if held is not None:
+        return Claimed(held.id, held.task_id, reused=True)
+    done = set(s.scalars(select(Claim.task_id).where(Claim.worker_id == worker_id, Claim.campaign_id == camp.id,
+                                                     Claim.live == 1)))
+    open_tasks = s.execute(select(Task.id, Task.emotion, Task.target, Task.filled).where(
+        Task.campaign_id == camp.id, Task.kind == kind, Task.enabled.is_(True), Task.filled < Task.target)).all()
+    candidates = [t for t in open_tasks if t.id not in done]
+    if not candidates:
+        return None
+    last = s.scalar(select(Task.emotion).join(Claim, Claim.task_id == Task.id).where(
+        Claim.worker_id == worker_id, Claim.campaign_id == camp.id).order_by(Claim.id.desc()).limit(1))
+    while candidates:
+        need = max(t.target - t.filled for t in candidates)
+        top = [t for t in candidates if t.target - t.filled == need]
+        pick = rng.choice([t for t in top if t.emotion != last] or top)
+        if _take_slot(s, pick.id):
+            c = Claim(campaign_id=camp.id, task_id=pick.id, worker_id=worker_id, kind=kind,
+                      status=ClaimStatus.LEASED, live=1, leased_at=now, expires_at=now + camp.lease_seconds)
+            s.add(c)
+            s.flush()
+            return Claimed(c.id, pick.id, reused=False)
+        candidates.remove(pick)  # a concurrent claimer filled it first (PostgreSQL only)
+    return None
+
+
+def claim(store: Store, campaign: str | int, worker_id: int, kind: str, *, now: float | None = None,
+          rng: random.Random | None = None) -> Claimed | None:
+    """Lease one slot for the worker, or None when no eligible work is left."""
+    if kind not in {k.value for k in Kind}:
+        raise UserError(f"unknown task kind {kind!r}")
+    rng = rng or random.Random()
+
+    def work(s: Session) -> Claimed | None:
+        camp = get_campaign(s, campaign)
+        if not camp.active:
+            raise Conflict("このキャンペーンは終了しています")
+        return _claim(s, camp, worker_id, kind, time.time() if now is None else now, rng)
+
+    return run_write(store, work)
+
+
+def _own_claim(s: Session, claim_id: int, worker_id: int) -> Claim:
+    q = select(Claim).where(Claim.id == claim_id, Claim.worker_id == worker_id)
+    if not is_sqlite(s):
+        q = q.with_for_update()
+    c = s.scalar(q)
+    if c is None:
+        raise NotFound("タスクが見つかりません")
+    return c
+
+
+def release(store: Store, claim_id: int, worker_id: int) -> None:
+    """Give a lease back before it expires (the slot returns to the pool at once)."""
+
+    def work(s: Session) -> None:
+        c = _own_claim(s, claim_id, worker_id)
+        if c.status != ClaimStatus.LEASED:
+            raise Conflict("このタスクはすでに返却・提出されています")
+        c.status, c.live = ClaimStatus.RELEASED, None
+        _free_slot(s, c.task_id)
+
+    run_write(store, work)
+
+
+def _text(form: dict[str, Any], key: str, label: str, limit: int) -> str:
+    value = str(form.get(key) or "").replace("\r\n", "\n").strip()
+    if not value:
+        raise UserError(f"{label}を入力してください")
+    if len(value) > limit:
+        raise UserError(f"{label}は{limit}文字以内で入力してください（{len(value)}文字）")
+    return value
+
+
+def _scores(task: Task, form: dict[str, Any]) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for item in task.payload["items"]:
+        gid = str(item["generation_id"])
+        out[gid] = {}
+        for m in METRICS:
+            raw = str(form.get(f"score_{gid}_{m}") or "")
+            if raw not in {"1", "2", "3", "4", "5"}:
+                raise UserError(f"すべての会話のすべての項目を1〜5で評価してください（会話{item['position']}・{m}）")
+            out[gid][m] = int(raw)
+    return out
+
+
+def validate(task: Task, form: dict[str, Any]) -> dict[str, Any]:
+    """The cleaned answer for a task kind; raises UserError (Japanese) on a missing or oversized field."""
+    if task.kind == Kind.SITUATION:
+        return {"situation": _text(form, "situation", "状況", MAX_SITUATION_CHARS)}
+    if task.kind == Kind.DIALOGUE:
+        return {"patient": _text(form, "patient", "患者の発話", MAX_TURN_CHARS),
+                "supporter": _text(form, "supporter", "支援者の応答", MAX_TURN_CHARS)}
+    return {"scores": _scores(task, form)}
+
+
+def submit(store: Store, claim_id: int, worker_id: int, form: dict[str, Any], *, now: float | None = None) -> Claim:
+    """Store the work done under a lease: a pending Situation (round 1), Dialogue (round 2) or ratings."""
+    now = time.time() if now is None else now
+
+    def work(s: Session) -> Claim:
+        c = _own_claim(s, claim_id, worker_id)
+        task = s.get(Task, c.task_id)
+        assert task is not None
+        answer = validate(task, form)
+        if c.status in (ClaimStatus.EXPIRED, ClaimStatus.RELEASED):
+            # The lease was swept: accept the work only if the bucket still has room for it.
+            if not _take_slot(s, task.id):
+                raise Conflict("期限が切れ、この枠は他の方に割り当てられました。新しいタスクを取得してください")
+            c.live = 1
+        elif c.status != ClaimStatus.LEASED:
+            raise Conflict("このタスクはすでに提出済みです")
+        camp = s.get(Campaign, c.campaign_id)
+        user = s.get(User, worker_id)
+        assert camp is not None and user is not None
+        meta = {"campaign": camp.name, "claim": c.id}
+        if task.kind == Kind.SITUATION:
+            sit = Situation(id=f"{camp.name}-s{c.id:06d}", emotion=task.emotion, text=answer["situation"],
+                            source=Source.CROWD, status=Status.PENDING, author=user.username, meta=meta)
+            s.add(sit)
+            c.entity_id = sit.id
+        elif task.kind == Kind.DIALOGUE:
+            d = Dialogue(id=f"{camp.name}-d{c.id:06d}", situation_id=task.situation_id, patient=answer["patient"],
+                         supporter=answer["supporter"], source=Source.CROWD, status=Status.PENDING,
+                         author=user.username, meta=meta)
+            s.add(d)
+            c.entity_id = d.id
+        else:
+            for gid, per in answer["scores"].items():
+                for metric, score in per.items():
+                    s.add(Rating(generation_id=int(gid), rater=user.username, metric=metric, score=score,
+                                 group_no=task.group_no, origin="web", file=None, line=None))
+        c.answer = answer
+        c.status, c.submitted_at = ClaimStatus.PENDING, now
+        s.flush()
+        return c
+
+    return run_write(store, work)

@@ -1,0 +1,191 @@
+"""Review (paper 3.3–3.4): reviewers approve or reject (with a reason) and flag or modify entries; the lead
+keeps or removes flagged ones. Every decision is appended to the core review history (``review_events``), an
+edit with its text before and after, so nothing is ever erased.
+
+Pay: approval (or a flag, which accepts the work but asks the lead about its content) writes one ledger entry
+at the campaign's current rate. A rejection or a removal frees the slot so the bucket is refilled; the rejected
+worker is still never given the same task again. Rejections are capped at ``rejection_cap`` of all submissions
+in the campaign (the platform's rule in the paper: at most 30%).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from emplifai.collect.assign import Conflict, NotFound
+from emplifai.collect.campaigns import ensure_round2_task, pay_rate, rejection_state
+from emplifai.collect.tx import is_sqlite, run_write
+from emplifai.errors import UserError
+from emplifai.io import MAX_SITUATION_CHARS, MAX_TURN_CHARS
+from emplifai.store import repo
+from emplifai.store.collect import Campaign, Claim, ClaimStatus, Kind, PayEntry, Task, User
+from emplifai.store.db import Store
+from emplifai.store.evaluation import Rating
+from emplifai.store.models import Action, Situation, Status
+
+
+def _load(s: Session, claim_id: int) -> tuple[Claim, Campaign, Task]:
+    q = select(Claim).where(Claim.id == claim_id)
+    if not is_sqlite(s):
+        q = q.with_for_update()
+    c = s.scalar(q)
+    if c is None or c.status not in (ClaimStatus.PENDING, ClaimStatus.APPROVED, ClaimStatus.REJECTED,
+                                     ClaimStatus.FLAGGED, ClaimStatus.REMOVED):
+        raise NotFound("提出物が見つかりません")
+    camp, task = s.get(Campaign, c.campaign_id), s.get(Task, c.task_id)
+    assert camp is not None and task is not None
+    return c, camp, task
+
+
+def _entity_status(s: Session, c: Claim, status: Status, actor: str, action: Action, reason: str | None) -> None:
+    if c.kind == Kind.DIALOGUE:
+        repo.set_status(s, c.entity_id or "", status, actor=actor, action=action, reason=reason)
+    elif c.kind == Kind.SITUATION:
+        sit = s.get(Situation, c.entity_id)
+        assert sit is not None
+        repo.record_event(s, entity="situation", entity_id=sit.id, actor=actor, action=action, field="status",
+                          before=sit.status, after=str(status), reason=reason)
+        sit.status = str(status)
+    # ratings have no core entity: their history is the claim itself
+
+
+def _pay(s: Session, c: Claim, camp: Campaign) -> None:
+    if s.scalar(select(PayEntry.id).where(PayEntry.claim_id == c.id)) is None:
+        s.add(PayEntry(campaign_id=camp.id, worker_id=c.worker_id, claim_id=c.id, kind=c.kind,
+                       amount_yen=pay_rate(camp, c.kind)))
+
+
+def _promote(s: Session, c: Claim, camp: Campaign) -> None:
+    """An approved situation becomes a round-2 prompt."""
+    if c.kind == Kind.SITUATION:
+        sit = s.get(Situation, c.entity_id)
+        assert sit is not None
+        ensure_round2_task(s, camp, sit)
+
+
+def _decide(c: Claim, reviewer: User, status: ClaimStatus, reason: str | None) -> None:
+    c.status, c.reviewer_id, c.reviewed_at, c.reason = status, reviewer.id, time.time(), reason
+
+
+def approve(store: Store, claim_id: int, reviewer: User) -> Claim:
+    def work(s: Session) -> Claim:
+        c, camp, _ = _load(s, claim_id)
+        if c.status != ClaimStatus.PENDING:
+            raise Conflict("承認できるのは未審査の提出物だけです")
+        _entity_status(s, c, Status.APPROVED, reviewer.username, Action.APPROVE, None)
+        _decide(c, reviewer, ClaimStatus.APPROVED, None)
+        _pay(s, c, camp)
+        _promote(s, c, camp)
+        return c
+
+    return run_write(store, work)
+
+
+def rejection_allowed(rejected: int, submitted: int, cap: float) -> bool:
+    return rejected + 1 <= math.floor(cap * submitted + 1e-9)
+
+
+def reject(store: Store, claim_id: int, reviewer: User, reason: str) -> Claim:
+    reason = (reason or "").strip()
+    if not reason:
+        raise UserError("却下の理由を入力してください")
+
+    def work(s: Session) -> Claim:
+        c, camp, _ = _load(s, claim_id)
+        if c.status != ClaimStatus.PENDING:
+            raise Conflict("却下できるのは未審査の提出物だけです")
+        rejected, submitted = rejection_state(s, camp)
+        if not rejection_allowed(rejected, submitted, camp.rejection_cap):
+            raise Conflict(f"却下の上限（提出 {submitted} 件の {camp.rejection_cap:.0%}）に達しています："
+                           f"すでに {rejected} 件を却下しました")
+        _entity_status(s, c, Status.REMOVED, reviewer.username, Action.REJECT, reason)
+        if c.kind == Kind.RATING:
+            user = s.get(User, c.worker_id)
+            gids = [int(g) for g in (c.answer or {}).get("scores", {})]
+            s.execute(delete(Rating).where(Rating.rater == user.username, Rating.generation_id.in_(gids)))  # type: ignore[union-attr]
+        _decide(c, reviewer, ClaimStatus.REJECTED, reason)
+        s.execute(Task.__table__.update().where(Task.id == c.task_id).values(filled=Task.filled - 1))
+        return c
+
+    return run_write(store, work)
+
+
+def flag(store: Store, claim_id: int, reviewer: User, reason: str) -> Claim:
+    """Accept the work (it is paid) but send its content to the lead."""
+    reason = (reason or "").strip()
+    if not reason:
+        raise UserError("要確認にする理由を入力してください")
+
+    def work(s: Session) -> Claim:
+        c, camp, _ = _load(s, claim_id)
+        if c.status not in (ClaimStatus.PENDING, ClaimStatus.APPROVED):
+            raise Conflict("要確認にできるのは未審査または承認済みの提出物だけです")
+        if c.kind == Kind.RATING:
+            raise Conflict("評価タスクは要確認にできません")
+        _entity_status(s, c, Status.FLAGGED, reviewer.username, Action.FLAG, reason)
+        _decide(c, reviewer, ClaimStatus.FLAGGED, reason)
+        _pay(s, c, camp)
+        return c
+
+    return run_write(store, work)
+
+
+def modify(store: Store, claim_id: int, reviewer: User, fields: dict[str, str], reason: str | None) -> Claim:
+    """Edit the text; the history keeps before and after for each changed field."""
+    clean = {k: (v or "").replace("\r\n", "\n").strip() for k, v in fields.items() if v is not None}
+
+    def work(s: Session) -> Claim:
+        c, _, _ = _load(s, claim_id)
+        if c.status not in (ClaimStatus.PENDING, ClaimStatus.APPROVED, ClaimStatus.FLAGGED):
+            raise Conflict("却下・削除された提出物は修正できません")
+        if c.kind == Kind.DIALOGUE:
+            for k in ("patient", "supporter"):
+                if len(clean.get(k, "")) > MAX_TURN_CHARS:
+                    raise UserError(f"{k} は{MAX_TURN_CHARS}文字以内にしてください")
+            repo.modify_dialogue(s, c.entity_id or "", actor=reviewer.username, patient=clean.get("patient"),
+                                 supporter=clean.get("supporter"), reason=reason or None)
+        elif c.kind == Kind.SITUATION:
+            new = clean.get("situation")
+            sit = s.get(Situation, c.entity_id)
+            assert sit is not None
+            if new is not None and new != sit.text:
+                if not new or len(new) > MAX_SITUATION_CHARS:
+                    raise UserError(f"状況は1〜{MAX_SITUATION_CHARS}文字にしてください")
+                repo.record_event(s, entity="situation", entity_id=sit.id, actor=reviewer.username,
+                                  action=Action.MODIFY, field="text", before=sit.text, after=new, reason=reason or None)
+                sit.text = new
+        else:
+            raise Conflict("評価タスクは修正できません")
+        return c
+
+    return run_write(store, work)
+
+
+def keep(store: Store, claim_id: int, lead: User, reason: str | None = None) -> Claim:
+    def work(s: Session) -> Claim:
+        c, camp, _ = _load(s, claim_id)
+        if c.status != ClaimStatus.FLAGGED:
+            raise Conflict("判断できるのは要確認の提出物だけです")
+        _entity_status(s, c, Status.APPROVED, lead.username, Action.KEEP, reason or None)
+        _decide(c, lead, ClaimStatus.APPROVED, reason or None)
+        _promote(s, c, camp)
+        return c
+
+    return run_write(store, work)
+
+
+def remove(store: Store, claim_id: int, lead: User, reason: str | None = None) -> Claim:
+    def work(s: Session) -> Claim:
+        c, _, _ = _load(s, claim_id)
+        if c.status != ClaimStatus.FLAGGED:
+            raise Conflict("判断できるのは要確認の提出物だけです")
+        _entity_status(s, c, Status.REMOVED, lead.username, Action.REMOVE, reason or None)
+        _decide(c, lead, ClaimStatus.REMOVED, reason or None)
+        s.execute(Task.__table__.update().where(Task.id == c.task_id).values(filled=Task.filled - 1))
+        return c
+
+    return run_write(store, work)

@@ -1,0 +1,46 @@
+"""Web app settings. Outside development a real secret key is mandatory: signed sessions are only as safe as it."""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+DEV_SECRET = "emplifai-development-secret-do-not-use-in-production"
+MIN_SECRET_CHARS = 32
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    db: str | None = Field(None, description="Database URL or SQLite path (default: EMPLIFAI_DB or emplifai.db).")
+    secret_key: str = Field(DEV_SECRET, description="Signs session cookies; EMPLIFAI_SECRET_KEY.")
+    environment: Literal["development", "production"] = Field("production", description="EMPLIFAI_ENV.")
+    session_max_age: int = Field(12 * 3600, ge=60, description="Seconds a sign-in stays valid.")
+    cookie_secure: bool = Field(False, description="Send cookies over HTTPS only (set behind TLS).")
+
+    @model_validator(mode="after")
+    def _secret_is_real(self) -> Settings:
+        if self.environment != "development":
+            if self.secret_key == DEV_SECRET:
+                raise ValueError(
+                    "the default secret key is only allowed with environment=development; set EMPLIFAI_SECRET_KEY "
+                    "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`)"
+                )
+            if len(self.secret_key) < MIN_SECRET_CHARS:
+                raise ValueError(f"secret key must have at least {MIN_SECRET_CHARS} characters")
+        return self
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> Settings:
+        """Environment variables (EMPLIFAI_SECRET_KEY, EMPLIFAI_ENV, EMPLIFAI_COOKIE_SECURE), then overrides."""
+        values: dict[str, object] = {}
+        if key := os.environ.get("EMPLIFAI_SECRET_KEY"):
+            values["secret_key"] = key
+        if env := os.environ.get("EMPLIFAI_ENV"):
+            values["environment"] = env
+        if os.environ.get("EMPLIFAI_COOKIE_SECURE"):
+            values["cookie_secure"] = os.environ["EMPLIFAI_COOKIE_SECURE"].lower() in ("1", "true", "yes")
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)

@@ -1,0 +1,363 @@
+"""OpenAI-compatible HTTP backend (vLLM, llama.cpp's ``llama_cpp.server``, OpenAI, ...) over httpx.
+
+* ``chat`` -> ``/v1/chat/completions``, ``complete`` -> ``/v1/completions``; ``logprobs`` requested only
+  when ``GenParams.logprobs`` is set (it is slow on some servers) and parsed when the server returns them.
+* Retries with exponential backoff on connect errors, timeouts, HTTP 429 and 5xx; other 4xx fail at once.
+* ``batch_chat`` runs an asyncio client with a semaphore (bounded concurrency); a server that queues
+  requests (llama.cpp's) gains little from it, one that batches (vLLM) gains a lot.
+* ``score`` uses ``/v1/completions`` with ``echo=True, logprobs=1, max_tokens=1``: the server returns the
+  log-probability of every prompt token. Servers that cannot echo prompt log-probs get a clear LLMError.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import random
+import time
+from collections.abc import Coroutine, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from .base import (
+    LLM,
+    BackendUnavailable,
+    Completion,
+    GenParams,
+    LLMError,
+    LLMFailure,
+    Message,
+    MessagesLike,
+    ProgressCallback,
+    TokenLogprob,
+    to_messages,
+)
+
+if TYPE_CHECKING:
+    import httpx
+
+T = TypeVar("T")
+RETRY_STATUS = frozenset({408, 425, 429})  # plus every 5xx
+
+
+class OpenAICompatLLM(LLM):
+    def __init__(
+        self,
+        model: str,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        timeout: float = 120.0,
+        connect_timeout: float = 10.0,
+        max_retries: int = 3,
+        backoff: float = 0.5,
+        max_backoff: float = 20.0,
+        fold_system: bool = False,
+        extra_body: dict[str, Any] | None = None,
+    ) -> None:
+        """``fold_system`` merges system messages into the first user turn, for servers whose chat template
+        drops them (llama.cpp's ``--chat_format gemma`` does). ``extra_body`` is merged into every request,
+        e.g. ``{"repeat_penalty": 1.0}`` for llama.cpp (whose default 1.1 changes greedy outputs)."""
+        try:
+            import httpx
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise BackendUnavailable("the openai backend needs httpx: pip install 'emplifai[llm]'") from exc
+        self._httpx = httpx
+        self.model = model
+        self.base_url = _normalise_base(base_url)
+        self.spec = f"openai:{model}@{self.base_url}"
+        key = api_key or os.environ.get("EMPLIFAI_API_KEY") or os.environ.get("OPENAI_API_KEY")
+        self._headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self._timeout = httpx.Timeout(timeout, connect=connect_timeout)
+        if max_retries < 0:
+            raise ValueError("max_retries must be >= 0")
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.fold_system = fold_system
+        self.extra_body = dict(extra_body or {})
+        self._client: httpx.Client | None = None
+
+    # ------------------------------------------------------------------------------------- public API
+    def signature(self) -> dict[str, Any]:
+        # A remote model cannot be hashed from here: the served model name and the URL identify it.
+        return {
+            "backend": "openai-compatible",
+            "model": self.model,
+            "base_url": self.base_url,
+            "fold_system": self.fold_system,
+            "extra_body": self.extra_body,
+        }
+
+    def complete(self, prompt: str, params: GenParams | None = None) -> Completion:
+        params = params or GenParams()
+        return _parse_completion(self._post("/completions", self._completion_body(prompt, params)))
+
+    def chat(self, messages: MessagesLike, params: GenParams | None = None) -> Completion:
+        params = params or GenParams()
+        return _parse_chat(self._post("/chat/completions", self._chat_body(to_messages(messages), params)))
+
+    def batch_chat(
+        self,
+        conversations: Sequence[MessagesLike],
+        params: GenParams | None = None,
+        *,
+        concurrency: int = 1,
+        progress: ProgressCallback | None = None,
+    ) -> list[Completion | LLMFailure]:
+        if concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
+        params = params or GenParams()
+        return _run_sync(self._abatch(list(conversations), params, concurrency, progress))
+
+    def score(self, prompt: str, candidates: Sequence[str]) -> list[float]:
+        if not candidates:
+            return []
+        if not prompt:
+            raise LLMError(
+                "score() needs a non-empty prompt on OpenAI-compatible servers (the first echoed "
+                "token has no log-probability)"
+            )
+        base = self._echo_logprobs(prompt)  # the prompt alone: its tokens, to find the candidate's
+        out = []
+        for cand in candidates:
+            full = self._echo_logprobs(prompt + cand)
+            k = 0
+            while k < min(len(base), len(full)) and base[k][0] == full[k][0]:
+                k += 1
+            # Same definition as the in-process backends: log P(full[k:] | full[:k]) - log P(base[k:] | ...),
+            # which is just the candidate's token log-probs when the prompt's tokens are a prefix (k == len).
+            out.append(_sum_lp(full[k:], self) - _sum_lp(base[k:], self))
+        return out
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    # ---------------------------------------------------------------------------------- request bodies
+    def _common(self, params: GenParams) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self.model,
+            "max_tokens": params.max_tokens,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "seed": params.seed,
+        }
+        if params.stop:
+            body["stop"] = list(params.stop)
+        return body
+
+    def _chat_body(self, messages: list[Message], params: GenParams) -> dict[str, Any]:
+        if self.fold_system:
+            messages = _fold_system(messages)
+        body = self._common(params) | {"messages": [m.model_dump() for m in messages]}
+        if params.logprobs is not None:
+            body |= {"logprobs": True, "top_logprobs": params.logprobs}
+        return body | self.extra_body
+
+    def _completion_body(self, prompt: str, params: GenParams) -> dict[str, Any]:
+        body = self._common(params) | {"prompt": prompt}
+        if params.logprobs is not None:
+            body["logprobs"] = params.logprobs
+        return body | self.extra_body
+
+    def _echo_logprobs(self, text: str) -> list[tuple[str, float | None]]:
+        body = {
+            "model": self.model,
+            "prompt": text,
+            "max_tokens": 1,
+            "temperature": 0.0,
+            "echo": True,
+            "logprobs": 1,
+        } | self.extra_body
+        data = self._post("/completions", body)
+        try:
+            lp = data["choices"][0]["logprobs"]
+            pairs = list(zip(lp["tokens"], lp["token_logprobs"], strict=True))
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            raise LLMError(
+                f"server {self.base_url} cannot score: /v1/completions with echo=True and logprobs did not return "
+                "the prompt's token log-probabilities (llama.cpp's llama_cpp.server and vLLM do)",
+                raw=str(data)[:2000],
+            ) from exc
+        generated = (data.get("usage") or {}).get("completion_tokens", 1)
+        return pairs[: len(pairs) - generated] if generated else pairs
+
+    # --------------------------------------------------------------------------------------- transport
+    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        if self._client is None:
+            self._client = self._httpx.Client(base_url=self.base_url, timeout=self._timeout, headers=self._headers)
+        problem = ""
+        raw: str | None = None
+        retry_after: str | None = None
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                time.sleep(self._delay(attempt, retry_after))
+            retry_after = None
+            try:
+                resp = self._client.post(path, json=body)
+            except self._httpx.TransportError as exc:  # connect errors, timeouts, dropped connections
+                problem, raw = f"{type(exc).__name__}: {exc}", None
+                continue
+            done, problem, raw, retry_after = self._check(resp)
+            if done is not None:
+                return done
+        raise LLMError(f"{path} failed after {self.max_retries + 1} attempts: {problem}", raw=raw)
+
+    async def _apost(self, client: httpx.AsyncClient, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        problem = ""
+        raw: str | None = None
+        retry_after: str | None = None
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                await asyncio.sleep(self._delay(attempt, retry_after))
+            retry_after = None
+            try:
+                resp = await client.post(path, json=body)
+            except self._httpx.TransportError as exc:
+                problem, raw = f"{type(exc).__name__}: {exc}", None
+                continue
+            done, problem, raw, retry_after = self._check(resp)
+            if done is not None:
+                return done
+        raise LLMError(f"{path} failed after {self.max_retries + 1} attempts: {problem}", raw=raw)
+
+    def _check(self, resp: httpx.Response) -> tuple[dict[str, Any] | None, str, str | None, str | None]:
+        """(json, "", None, None) on success; (None, problem, body, Retry-After) when worth retrying;
+        raises LLMError at once for errors a retry cannot fix (400, 401, 404, ...)."""
+        if resp.status_code == 200:
+            try:
+                return resp.json(), "", None, None
+            except ValueError as exc:
+                raise LLMError(f"{resp.request.url}: response is not JSON", raw=resp.text[:2000]) from exc
+        problem = f"HTTP {resp.status_code} from {resp.request.url}"
+        if resp.status_code in RETRY_STATUS or resp.status_code >= 500:
+            return None, problem, resp.text[:2000], resp.headers.get("retry-after")
+        raise LLMError(problem, raw=resp.text[:2000])
+
+    def _delay(self, attempt: int, retry_after: str | None) -> float:
+        if retry_after:
+            try:
+                return min(float(retry_after), self.max_backoff)
+            except ValueError:
+                pass
+        # exponential backoff with jitter, so many workers do not retry in lockstep
+        return min(self.backoff * 2 ** (attempt - 1), self.max_backoff) * (0.5 + random.random() / 2)
+
+    async def _abatch(
+        self, conversations: list[MessagesLike], params: GenParams, concurrency: int, progress: ProgressCallback | None
+    ) -> list[Completion | LLMFailure]:
+        sem = asyncio.Semaphore(concurrency)
+        limits = self._httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        async with self._httpx.AsyncClient(
+            base_url=self.base_url, timeout=self._timeout, headers=self._headers, limits=limits
+        ) as client:
+
+            async def one(i: int, conv: MessagesLike) -> Completion | LLMFailure:
+                async with sem:
+                    result: Completion | LLMFailure
+                    try:
+                        body = self._chat_body(to_messages(conv), params)
+                        result = _parse_chat(await self._apost(client, "/chat/completions", body))
+                    except LLMError as exc:
+                        result = LLMFailure(reason=str(exc), raw=exc.raw)
+                    except Exception as exc:  # one bad item must not sink the batch
+                        result = LLMFailure(reason=f"internal error: {type(exc).__name__}: {exc}")
+                if progress is not None:
+                    progress(i, result)
+                return result
+
+            return list(await asyncio.gather(*(one(i, c) for i, c in enumerate(conversations))))
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def _normalise_base(url: str) -> str:
+    """Accept ``http://host:8000``, ``http://host:8000/`` or ``http://host:8000/v1``; return ``.../v1``."""
+    url = url.rstrip("/")
+    return url if url.endswith("/v1") else url + "/v1"
+
+
+def _fold_system(messages: list[Message]) -> list[Message]:
+    system = "\n\n".join(m.content for m in messages if m.role == "system")
+    rest = [m for m in messages if m.role != "system"]
+    if system and rest and rest[0].role == "user":
+        rest[0] = Message(role="user", content=f"{system}\n\n{rest[0].content}")
+    elif system:
+        rest.insert(0, Message(role="user", content=system))
+    return rest
+
+
+def _sum_lp(pairs: Sequence[tuple[str, float | None]], llm: OpenAICompatLLM) -> float:
+    total = 0.0
+    for token, lp in pairs:
+        if lp is None:
+            raise LLMError(f"server {llm.base_url} returned no log-probability for token {token!r}")
+        total += float(lp)
+    return total
+
+
+def _usage(data: dict[str, Any]) -> tuple[int | None, int | None]:
+    usage = data.get("usage") or {}
+    return usage.get("prompt_tokens"), usage.get("completion_tokens")
+
+
+def _parse_chat(data: dict[str, Any]) -> Completion:
+    try:
+        choice = data["choices"][0]
+        text = choice["message"].get("content") or ""
+    except (KeyError, IndexError, TypeError, AttributeError) as exc:
+        raise LLMError("malformed chat completion response", raw=str(data)[:2000]) from exc
+    lps: list[TokenLogprob] | None = None
+    content = (choice.get("logprobs") or {}).get("content")
+    if content:
+        lps = [
+            {
+                "token": e.get("token", ""),
+                "logprob": float(e.get("logprob", 0.0)),
+                "top": {t["token"]: float(t["logprob"]) for t in e.get("top_logprobs") or []},
+            }
+            for e in content
+        ]
+    prompt_tokens, completion_tokens = _usage(data)
+    return Completion(
+        text=text,
+        finish_reason=choice.get("finish_reason") or "stop",
+        token_logprobs=lps,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+    )
+
+
+def _parse_completion(data: dict[str, Any]) -> Completion:
+    try:
+        choice = data["choices"][0]
+        text = choice["text"]
+    except (KeyError, IndexError, TypeError) as exc:
+        raise LLMError("malformed completion response", raw=str(data)[:2000]) from exc
+    lps: list[TokenLogprob] | None = None
+    lp = choice.get("logprobs")
+    if lp and lp.get("tokens"):
+        tops = lp.get("top_logprobs") or [None] * len(lp["tokens"])
+        lps = [
+            {"token": t, "logprob": float(v) if v is not None else float("nan"), "top": dict(top or {})}
+            for t, v, top in zip(lp["tokens"], lp["token_logprobs"], tops, strict=False)
+        ]
+    prompt_tokens, completion_tokens = _usage(data)
+    return Completion(
+        text=text,
+        finish_reason=choice.get("finish_reason") or "stop",
+        token_logprobs=lps,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+    )
+
+
+def _run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine from sync code, also when the caller already runs an event loop (notebooks, ASGI)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()

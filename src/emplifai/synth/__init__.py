@@ -1,0 +1,24 @@
+"""Synthetic augmentation in the SynthEmpathy style, aimed at under-represented emotions (``emplifai synth``).
+
+targeting (what is missing) → stages (brainstorm → rewrite → dialogue) → filters → store (pending review).
+"""
+
+from __future__ import annotations
+
+from .config import FilterConfig, SynthConfig, TokenLimits
+from .pipeline import RunReport, Synthesizer, run_key
+from .stages import PROMPT_VERSION
+from .targeting import EmotionPlan, plan, resolve_emotions
+
+__all__ = [
+    "PROMPT_VERSION",
+    "EmotionPlan",
+    "FilterConfig",
+    "RunReport",
+    "SynthConfig",
+    "Synthesizer",
+    "TokenLimits",
+    "plan",
+    "resolve_emotions",
+    "run_key",
+]

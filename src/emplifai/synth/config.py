@@ -1,0 +1,60 @@
+"""Settings of a synthesis run. Everything that changes what gets generated or kept is here and is recorded
+with the run and in every stored item's provenance."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class FilterConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    japanese_min: float = Field(0.7, ge=0.0, le=1.0, description="minimum Japanese-character share per text")
+    situation_chars: tuple[int, int] = Field((30, 300), description="situation length bounds (characters)")
+    turn_chars: tuple[int, int] = Field((15, 250), description="patient / supporter turn length bounds")
+    near_threshold: float = Field(
+        0.6, gt=0.0, le=1.0, description="Jaccard (character 3-grams, MinHash) at or above which two texts are "
+        "near duplicates; compared against the store and within the batch")
+    num_perm: int = Field(128, ge=16, le=1024, description="MinHash permutations")
+    self_harm: Literal["care", "reject"] = Field(
+        "care", description="care: keep self-harm content only when the supporter answers with care and points "
+        "to help (flagged for reviewers); reject: never keep it")
+    llm_safety: bool = Field(False, description="also ask the model to judge safety (one extra call per item)")
+    emotion_agreement: bool = Field(
+        False, description="the taxonomy-validation predictor must rank the target emotion in its top-k")
+    agreement_top_k: int = Field(3, ge=1, le=28)
+    agreement_shots: int = Field(0, ge=0, le=28)
+    enabled: bool = Field(True, description="False: keep everything that parses (for benchmarks only)")
+
+
+class TokenLimits(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    brainstorm: int = Field(320, ge=8)
+    rewrite: int = Field(200, ge=8)
+    dialogue: int = Field(240, ge=8)
+    safety: int = Field(48, ge=4)
+
+
+class SynthConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    target: int | None = Field(
+        None, ge=1, description="live dialogues wanted per emotion; default: as many as the best-covered emotion")
+    emotions: tuple[str, ...] | None = Field(None, description="English labels to fill; default: all 28")
+    per_situation: int = Field(1, ge=1, le=10, description="dialogues per synthetic situation (pair target)")
+    fill_pairs: bool = Field(
+        False, description="also top up existing non-synthetic situations that have fewer than per_situation "
+        "dialogues (synthetic situations are always topped up)")
+    limit: int | None = Field(None, ge=1, description="at most this many new dialogues in this run")
+    rounds: int = Field(2, ge=1, le=20, description="generate/filter rounds; a round retries what was rejected")
+    scenarios_per_call: int = Field(4, ge=1, le=20, description="stage (a): scenarios asked for per call")
+    shots: int = Field(2, ge=0, le=8, description="few-shot examples per prompt, drawn from stored data")
+    seed: int = 42
+    temperature: float = Field(0.8, ge=0.0)
+    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    max_tokens: TokenLimits = Field(default_factory=lambda: TokenLimits())
+    concurrency: int = Field(4, ge=1, le=256)
+    filters: FilterConfig = Field(default_factory=FilterConfig)
