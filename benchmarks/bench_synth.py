@@ -33,7 +33,7 @@ def make_llm(spec: str) -> Any:
                 return super().chat(messages, params)
 
         return Slow()
-    from emplifai.synth._llm import load_model
+    from emplifai.llm import load as load_model
 
     return load_model(spec)
 

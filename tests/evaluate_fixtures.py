@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from helpers import record, write_jsonl
 from sqlalchemy import func, select
 
 from emplifai.generate import add_human, generate
@@ -13,6 +12,7 @@ from emplifai.llm import FakeLLM
 from emplifai.sample import make_sample
 from emplifai.store.db import Store
 from emplifai.store.evaluation import Generation, JudgeScore, Rating
+from tests.helpers import record, write_jsonl
 
 GOOD = "患者：最近、治療がつらくて眠れない日が続いています。\n支援者：それは本当にしんどいですね。話してくれてありがとう。"
 

@@ -14,11 +14,11 @@ import pytest
 from sqlalchemy import select
 
 from emplifai.ingest import import_file, sample_path
+from emplifai.llm import load as load_model
 from emplifai.store.db import Store
 from emplifai.store.models import Dialogue
 from emplifai.store.synth import State, SynthCandidate
 from emplifai.synth import SynthConfig, Synthesizer, TokenLimits
-from emplifai.synth._llm import load_model
 
 
 @pytest.mark.slow

@@ -165,6 +165,7 @@ class Study:
         self.fp: dict[str, str] = {}
         self.timings: dict[str, float] = {}
         self.extra_models: list[str] = []  # the fine-tuned model joins predict/generate when enabled
+        self.progress: Any = None
 
     # ------------------------------------------------------------------------------------------ driver
     def run(self) -> dict[str, Any]:
@@ -173,6 +174,17 @@ class Study:
             "sample": ["split"], "generate": ["sample", "finetune"], "judge": ["generate"],
             "agree": ["judge"], "report": ["predict", "judge", "agree"],
         }
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        from emplifai.cli.common import err_console
+
+        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=err_console, transient=True, disable=not err_console.is_terminal) as self.progress:
+            self._run_stages(upstream)
+        self.progress = None
+        return self.timings
+
+    def _run_stages(self, upstream: dict[str, list[str]]) -> None:
         for stage in STAGES:
             if stage not in self.cfg.stages:
                 continue
@@ -192,7 +204,6 @@ class Study:
             self.timings[stage] = time.perf_counter() - t
             self.state.finish(stage, fingerprint, summary, self.timings[stage])
             self.notify(f"[{stage}] done in {self.timings[stage]:.1f}s")
-        return self.timings
 
     def _inputs(self, stage: str) -> Any:
         if stage == "validate":
@@ -236,7 +247,7 @@ class Study:
         result = validate_taxonomy(
             self.store, models=[*p.models, *self.extra_models], mode=p.mode, split=p.split, limit=p.limit,
             shots=p.shots, baseline=p.baseline, encoder=p.encoder, layer=p.layer, vectors=p.vectors,
-            out=self.out / "table2", notify=self.notify,
+            out=self.out / "table2", notify=self.notify, progress=self._bar,
         )
         return {"models": [e["entry"]["model"] for e in result]}
 
@@ -300,13 +311,8 @@ class Study:
         return {k: str(v) for k, v in paths.items()}
 
     def _bar(self, description: str, total: int | None) -> Callable[[int], None]:
-        from emplifai.cli.common import err_console
-
-        done = [0]
-
-        def advance(n: int = 1) -> None:
-            done[0] += n
-            if err_console.is_terminal:
-                err_console.print(f"  {description}: {done[0]}{'' if total is None else f'/{total}'}", end="\r")
-
-        return advance
+        """A Rich progress bar for one stage's items (quiet when stderr is not a terminal)."""
+        if self.progress is None:
+            return lambda n=1: None
+        task = self.progress.add_task(description, total=total)
+        return lambda n=1: self.progress.advance(task, n)  # type: ignore[union-attr]

@@ -50,9 +50,9 @@ def synth(
     survivors as synthetic items pending review (rejected ones are kept with their reasons)."""
     from pydantic import ValidationError
 
+    from emplifai.llm import load as load_model
     from emplifai.store.db import open_store
     from emplifai.synth import FilterConfig, SynthConfig, Synthesizer
-    from emplifai.synth._llm import load_model
 
     names = [n.strip() for e in emotions or [] for n in e.split(",") if n.strip()] or None
     try:

@@ -19,6 +19,8 @@ from typing import Any, Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from emplifai.errors import UserError
+
 __all__ = [
     "LLM",
     "BackendUnavailable",
@@ -37,7 +39,7 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------------------------- errors
-class LLMError(Exception):
+class LLMError(UserError):
     """An error meant to be shown to the user (bad input, unreachable server, exhausted retries).
 
     ``raw`` keeps whatever the backend returned (e.g. an HTTP error body) for the failure record."""
