@@ -116,15 +116,24 @@ async def drive(base: str, workers: int, campaign_id: int, seconds: float, cycle
     clients = [httpx.AsyncClient(base_url=base, limits=limits, timeout=60) for _ in range(workers)]
     tokens = [await sign_in(c, f"bench{i:03d}") for i, c in enumerate(clients)]
     lat: list[float] = []
-    counts = {"claims": 0, "nowork": 0, "errors": 0, "requests": 0}
+    counts = {"claims": 0, "nowork": 0, "errors": 0, "requests": 0, "reconnects": 0}
     start = time.perf_counter()
     stop_at = start + seconds
     last_claim = [start]
 
+    async def post(c: httpx.AsyncClient, path: str, data: dict[str, str]) -> httpx.Response:
+        try:
+            return await c.post(path, data=data)
+        except (httpx.ReadError, httpx.RemoteProtocolError):
+            # uvicorn closes keep-alive connections idle > 5 s (e.g. while the others sign in): reconnect once;
+            # a repeated claim is harmless (the worker's open lease is handed back)
+            counts["reconnects"] += 1
+            return await c.post(path, data=data)
+
     async def loop(c: httpx.AsyncClient, token: str) -> None:
         while time.perf_counter() < stop_at:
             t = time.perf_counter()
-            r = await c.post("/work/claim", data={"campaign_id": str(campaign_id), "kind": "situation",
+            r = await post(c, "/work/claim", {"campaign_id": str(campaign_id), "kind": "situation",
                                                   "csrf_token": token})
             lat.append(time.perf_counter() - t)
             counts["requests"] += 1
@@ -137,7 +146,7 @@ async def drive(base: str, workers: int, campaign_id: int, seconds: float, cycle
                     data = {"situation": f"ベンチマーク用の状況 {uuid.uuid4().hex[:8]}", "csrf_token": token}
                 else:
                     data = {"csrf_token": token}
-                r2 = await c.post(f"/claims/{cid}/{cycle}", data=data)
+                r2 = await post(c, f"/claims/{cid}/{cycle}", data)
                 counts["requests"] += 1
                 if r2.status_code != 303:
                     counts["errors"] += 1
@@ -190,6 +199,10 @@ def bench(label: str, url: str, args: argparse.Namespace, tmp: Path) -> Result:
     proc = start_server(url, port, tmp / f"server-{label}.log")
     try:
         raw = asyncio.run(drive(f"http://127.0.0.1:{port}", args.workers, cid, args.seconds, args.cycle))
+    except Exception:
+        print(f"server log ({label}, exit {proc.poll()}):\n{(tmp / f'server-{label}.log').read_text()[-4000:]}",
+              file=sys.stderr)
+        raise
     finally:
         proc.terminate()
         try:

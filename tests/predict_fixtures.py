@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tests.helpers import record, write_jsonl
+
 from emplifai import taxonomy
 from emplifai.ingest import import_file
 from emplifai.splits import make_split
 from emplifai.store.db import Store
-from tests.helpers import record, write_jsonl
 
 N_DIALOGUES = 280  # two per situation, five situations per emotion: 56 test dialogues
 

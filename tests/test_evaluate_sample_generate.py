@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select
+from tests.evaluate_fixtures import GOOD, corpus, count
 
 from emplifai.errors import UserError
 from emplifai.generate import add_human, generate
@@ -14,7 +15,6 @@ from emplifai.prompts.generation import instruction
 from emplifai.sample import draw, make_sample, population
 from emplifai.store.evaluation import EvalSample, Generation
 from emplifai.store.models import Situation
-from tests.evaluate_fixtures import GOOD, corpus, count
 
 
 @pytest.fixture(autouse=True)
@@ -71,7 +71,8 @@ def _gens(store, source: str) -> list[Generation]:
 def test_generation_parse_and_flags(store, tmp_path: Path) -> None:
     corpus(store, tmp_path, 4)
     make_sample(store, n=4)
-    english = "患者：I have been so tired from the treatment lately.\n支援者：That sounds really hard, I am here for you."
+    english = ("患者：I have been so tired from the treatment lately.\n"
+               "支援者：That sounds really hard, I am here for you.")
     llm = FakeLLM("gen").enqueue([
         GOOD,
         "もちろんです。以下が対話です。",  # no turn markers → malformed
@@ -82,13 +83,13 @@ def test_generation_parse_and_flags(store, tmp_path: Path) -> None:
     assert (r.added, r.malformed, r.non_japanese, r.backend_failures) == (4, 2, 1, [])
     rows = _gens(store, "fake:gen")
     assert len(rows) == 4
-    good = [g for g in rows if g.raw == GOOD][0]
+    good = next(g for g in rows if g.raw == GOOD)
     assert (good.patient, good.malformed, good.non_japanese) == (GOOD.split("\n")[0][3:], None, False)
     assert good.supporter.startswith("それは本当に")
     bad = [g for g in rows if g.malformed is not None]
     assert sorted(g.raw for g in bad) == sorted(["もちろんです。以下が対話です。", "患者：つらいです。\n支援者："])
     assert all(isinstance(g.malformed, str) and g.malformed for g in bad)
-    en = [g for g in rows if g.raw == english][0]
+    en = next(g for g in rows if g.raw == english)
     assert en.malformed is None and en.non_japanese and en.japanese_share < 0.5
     assert good.signature["spec"] == "fake:gen" and good.signature["llm"] == {"backend": "fake", "model": "gen"}
     # the crowd workers' Japanese instruction was the prompt

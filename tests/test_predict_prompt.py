@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tests.predict_fixtures import seed_store
+
 from emplifai import predict as pr
 from emplifai import taxonomy
 from emplifai.io import Record
 from emplifai.llm.fake import FakeLLM
 from emplifai.store.db import Store
-from tests.predict_fixtures import seed_store
 
 
 def _rec(i: int, emotion: str, sit: str | None = None) -> Record:
@@ -39,7 +40,7 @@ def test_examples_never_include_the_item_or_its_situation() -> None:
     assert len(ranked) == 28 and len({e.label for e in ranked}) == 28
     assert ranked == pr.choose_examples(pool, seed=1)  # fixed for a seed: the prompt prefix is shared
     item = pool[5]
-    same_situation = _rec(99, "joy", sit=ranked[0].situation_id)
+    same_situation = _rec(99, "Joy", sit=ranked[0].situation_id)
     for it in (item, same_situation):
         exs = pr.examples_for(it, ranked, 4)
         assert len(exs) == 4

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select
+from tests.predict_fixtures import label_scores, seed_store
 
 from emplifai import predict as pr
 from emplifai import taxonomy
@@ -13,7 +14,6 @@ from emplifai.errors import UserError
 from emplifai.llm.fake import FakeLLM
 from emplifai.store.db import Store
 from emplifai.store.predict import Prediction
-from tests.predict_fixtures import label_scores, seed_store
 
 LIMIT = 6
 
@@ -25,14 +25,14 @@ def _rows(store: Store, rid: str) -> list[Prediction]:
 def test_generate_mode_maps_labels_and_keeps_unparsable_answers(store: Store, tmp_path: Path) -> None:
     seed_store(store, tmp_path)
     items, *_ = pr.select_items(store, "test", LIMIT)
-    answers = ["喜び", " 悲しみ。\n余計な説明", "よくわかりません", "joy", "怒り", "感情は不明です"]
+    answers = ["喜び", " 悲しみ。\n余計な説明", "よくわかりません", "Joy", "怒り", "感情は不明です"]
     llm = FakeLLM("gen").enqueue(answers)
     s = pr.predict_split(store, llm, "fake:gen", pr.PredictConfig(mode="generate"), split="test", limit=LIMIT)
     assert (s.total, s.skipped, s.done) == (LIMIT, 0, LIMIT)
     assert s.counts == {"ok": 4, "unparsed": 2}
     rows = {r.dialogue_id: r for r in _rows(store, s.run_id)}
     got = [rows[it.dialogue_id] for it in items]
-    assert [r.predicted for r in got] == ["joy", "sadness", None, "joy", "anger", None]
+    assert [r.predicted for r in got] == ["Joy", "Sadness", None, "Joy", "Anger", None]
     assert [r.gold for r in got] == [it.emotion for it in items]
     for r, raw in zip(got, answers, strict=True):
         assert r.raw_output == raw.split("\n")[0]  # the stop sequence cut the second line
@@ -44,16 +44,16 @@ def test_generate_mode_maps_labels_and_keeps_unparsable_answers(store: Store, tm
 
 def test_score_mode_stores_top1_top3_and_distribution(store: Store, tmp_path: Path) -> None:
     seed_store(store, tmp_path)
-    llm = FakeLLM("sc").enqueue([label_scores("fear", second="joy", third="anger")] * 2)
+    llm = FakeLLM("sc").enqueue([label_scores("Fear", second="Joy", third="Anger")] * 2)
     s = pr.predict_split(store, llm, "fake:sc", pr.PredictConfig(), split="test", limit=2)
     assert s.counts == {"ok": 2}
     row = _rows(store, s.run_id)[0]
-    assert row.predicted == "fear" and row.top3 == ["fear", "joy", "anger"] and row.mode == "score"
+    assert row.predicted == "Fear" and row.top3 == ["Fear", "Joy", "Anger"] and row.mode == "score"
     prob = row.distribution["prob"]
     assert set(prob) == {lab.en for lab in taxonomy.LABELS}
     assert sum(prob.values()) == pytest.approx(1.0)
-    assert prob["fear"] > prob["joy"] > prob["anger"] > prob["love"]
-    assert row.distribution["loglik"]["fear"] == -1.0
+    assert prob["Fear"] > prob["Joy"] > prob["Anger"] > prob["Love"]
+    assert row.distribution["loglik"]["Fear"] == -1.0
     prompt, cands = llm.calls[0].input
     assert cands == pr.candidates() and prompt.endswith("感情：")
 
@@ -61,11 +61,11 @@ def test_score_mode_stores_top1_top3_and_distribution(store: Store, tmp_path: Pa
 def test_calibration_divides_by_the_content_free_distribution(store: Store, tmp_path: Path) -> None:
     seed_store(store, tmp_path)
     # content-free prior strongly favours fear: after calibration joy wins
-    prior = label_scores("fear")
-    llm = FakeLLM("cal").enqueue([prior, prior, label_scores("fear", second="joy")])
+    prior = label_scores("Fear")
+    llm = FakeLLM("cal").enqueue([prior, prior, label_scores("Fear", second="Joy")])
     s = pr.predict_split(store, llm, "fake:cal", pr.PredictConfig(calibrate=True), split="test", limit=1)
     row = _rows(store, s.run_id)[0]
-    assert row.predicted == "joy" and "calibrated" in row.distribution
+    assert row.predicted == "Joy" and "calibrated" in row.distribution
     assert len(llm.calls) == 3  # two content-free inputs, then the item
 
 
@@ -99,7 +99,7 @@ def test_failures_are_stored_and_retried_and_finished_items_are_kept(store: Stor
 def test_validate_taxonomy_library_call_writes_table2(store: Store, tmp_path: Path) -> None:
     seed_store(store, tmp_path)
     FakeLLM.reset_all()
-    FakeLLM.named("t2").enqueue([label_scores(lab) for lab in ["joy"] * 3])
+    FakeLLM.named("t2").enqueue([label_scores(lab) for lab in ["Joy"] * 3])
     seen: list[tuple[str, int, int]] = []
     msgs: list[str] = []
     res = pr.validate_taxonomy(store, models=["fake:t2"], limit=3, baseline=False, out=tmp_path / "o",

@@ -32,7 +32,7 @@ max_tokens = 64
 judge = "embedded"
 allow_self_judge = true
 metrics = ["fluency"]
-shots = 0
+shots = 2
 """
 
 

@@ -153,7 +153,7 @@ def parse_score(value: Any) -> tuple[int | None, str | None]:
 def import_sheets(store: Store, paths: list[Path], *, replace: bool = False) -> ImportReport:
     """Validate every file, then store everything in one transaction, or nothing (InputError lists all problems)."""
     problems: list[Problem] = []
-    parsed: list[tuple[str, int, int, str, int, str, int]] = []  # file, line, gen, rater, group, metric, score
+    parsed: list[tuple[str, int, int, str, int, dict[str, int]]] = []  # file, line, gen, rater, group, scores
     for path in paths:
         if not path.is_file():
             problems.append(Problem(str(path), None, None, "file not found"))
@@ -178,12 +178,15 @@ def import_sheets(store: Store, paths: list[Path], *, replace: bool = False) -> 
                 problems.append(Problem(str(path), line, "rater", "empty rater id"))
             elif len(rater) > 128:
                 problems.append(Problem(str(path), line, "rater", "rater id longer than 128 characters"))
+            scores: dict[str, int] = {}
             for m in METRICS:
                 score, err = parse_score(row.get(m))
                 if err:
                     problems.append(Problem(str(path), line, m, err))
-                elif gid is not None and grp is not None and rater:
-                    parsed.append((str(path), line, gid, rater, grp, m, score))  # type: ignore[arg-type]
+                else:
+                    scores[m] = score  # type: ignore[assignment]
+            if gid is not None and grp is not None and rater:
+                parsed.append((str(path), line, gid, rater, grp, scores))
     report = ImportReport(files=len(paths))
     with store.sessions() as s, s.begin():
         gens = {g.id: g for g in s.scalars(select(Generation).where(Generation.id.in_({p[2] for p in parsed})))}
@@ -192,7 +195,7 @@ def import_sheets(store: Store, paths: list[Path], *, replace: bool = False) -> 
         existing = {(r.generation_id, r.rater, r.metric): r for r in s.scalars(
             select(Rating).where(Rating.generation_id.in_(list(gens))))}
         to_add: list[Rating] = []
-        for file, line, gid, rater, grp, metric, score in parsed:
+        for file, line, gid, rater, grp, scores in parsed:
             g = gens.get(gid)
             if g is None:
                 problems.append(Problem(file, line, "generation_id", f"no generation {gid} in the database"))
@@ -204,30 +207,37 @@ def import_sheets(store: Store, paths: list[Path], *, replace: bool = False) -> 
                 problems.append(Problem(file, line, "group_no",
                                         f"generation {gid} belongs to group {group_cache[key].get(gid)}, not {grp}"))
                 continue
-            k = (gid, rater, metric)
-            if k in seen:
-                problems.append(Problem(file, line, metric, f"rater {rater} already rated generation {gid} on {metric} "
-                                                            f"in {seen[k][0]}:{seen[k][1]}"))
-                continue
-            seen[k] = (file, line)
-            old = existing.get(k)
-            if old is not None and old.score == score:
-                report.unchanged += 1
-            elif old is not None and not replace:
-                problems.append(Problem(file, line, metric, f"rater {rater} already gave {old.score} here "
-                                        f"(from {old.origin} {old.file or ''}); pass --replace to overwrite"))
-            elif old is not None:
-                old.score, old.origin, old.file, old.line, old.group_no = score, "sheet", file, line, grp
-                report.replaced += 1
-            else:
-                to_add.append(Rating(generation_id=gid, rater=rater, metric=metric, score=score, group_no=grp,
-                                     origin="sheet", file=file, line=line))
             report.raters.add(rater)
+            for metric, score in scores.items():
+                _merge(file, line, gid, rater, grp, metric, score, seen, existing, to_add, problems, report, replace)
         if problems:
             raise InputError(problems)  # rolls back: nothing half-imported
         s.add_all(to_add)
         report.added = len(to_add)
     return report
+
+
+def _merge(file: str, line: int, gid: int, rater: str, grp: int, metric: str, score: int,
+           seen: dict[tuple[int, str, str], tuple[str, int]], existing: dict[tuple[int, str, str], Rating],
+           to_add: list[Rating], problems: list[Problem], report: ImportReport, replace: bool) -> None:
+    k = (gid, rater, metric)
+    if k in seen:
+        problems.append(Problem(file, line, metric, f"rater {rater} already rated generation {gid} on {metric} "
+                                                    f"in {seen[k][0]}:{seen[k][1]}"))
+        return
+    seen[k] = (file, line)
+    old = existing.get(k)
+    if old is not None and old.score == score:
+        report.unchanged += 1
+    elif old is not None and not replace:
+        problems.append(Problem(file, line, metric, f"rater {rater} already gave {old.score} here "
+                                f"(from {old.origin} {old.file or ''}); pass --replace to overwrite"))
+    elif old is not None:
+        old.score, old.origin, old.file, old.line, old.group_no = score, "sheet", file, line, grp
+        report.replaced += 1
+    else:
+        to_add.append(Rating(generation_id=gid, rater=rater, metric=metric, score=score, group_no=grp,
+                             origin="sheet", file=file, line=line))
 
 
 def parse_score_int(value: Any) -> tuple[int | None, str | None]:

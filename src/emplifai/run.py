@@ -188,7 +188,7 @@ class Study:
         for stage in STAGES:
             if stage not in self.cfg.stages:
                 continue
-            section = getattr(self.cfg, stage, None)
+            section = {"validate": self.cfg.dataset, "report": None}.get(stage, getattr(self.cfg, stage, None))
             fingerprint = _digest(stage, section.model_dump() if section is not None else None,
                                   [self.fp.get(u) for u in upstream[stage]], self._inputs(stage), __version__)
             self.fp[stage] = fingerprint
@@ -247,7 +247,7 @@ class Study:
         result = validate_taxonomy(
             self.store, models=[*p.models, *self.extra_models], mode=p.mode, split=p.split, limit=p.limit,
             shots=p.shots, baseline=p.baseline, encoder=p.encoder, layer=p.layer, vectors=p.vectors,
-            out=self.out / "table2", notify=self.notify, progress=self._bar,
+            out=self.out / "table2", notify=self.notify, progress=self._predict_progress(),
         )
         return {"models": [e["entry"]["model"] for e in result]}
 
@@ -309,6 +309,16 @@ class Study:
 
         paths = build_report(self)
         return {k: str(v) for k, v in paths.items()}
+
+    def _predict_progress(self) -> Callable[[str, int, int], None]:
+        tasks: dict[str, Any] = {}
+
+        def update(spec: str, done: int, total: int) -> None:
+            if self.progress is not None:
+                task = tasks.setdefault(spec, self.progress.add_task(f"predict {spec}", total=total))
+                self.progress.update(task, completed=done, total=total)
+
+        return update
 
     def _bar(self, description: str, total: int | None) -> Callable[[int], None]:
         """A Rich progress bar for one stage's items (quiet when stderr is not a terminal)."""

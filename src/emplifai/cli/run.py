@@ -22,7 +22,7 @@ def run(
     from emplifai.run import Study, load_config
 
     cfg = load_config(config)
-    study = Study(cfg, out, notify=lambda msg: err_console.print(msg, highlight=False))
+    study = Study(cfg, out, notify=lambda msg: err_console.print(msg, highlight=False, markup=False))
     timings = study.run()
     console.print("stage times (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
     console.print(f"report: {out / 'report.html'} (and report.md)")
