@@ -104,7 +104,8 @@ def rating_sample(store: Store, n: int = 20, source: str = "human") -> list[int]
             s.add(EvalSampleItem(sample_name="default", position=pos, situation_id=sid,
                                  emotion="Joy" if "Joy" in sid else "Fear"))
             g = Generation(sample_name="default", situation_id=sid, source=source, raw="患者：はい\n支援者：はい",
-                           patient=f"生成された患者の発話{pos}", supporter=f"生成された支援者の応答{pos}", malformed=None,
+                           patient=f"生成された患者の発話{pos}", supporter=f"生成された支援者の応答{pos}",
+                           malformed=None,
                            japanese_share=1.0, non_japanese=False, signature={}, prompt_version="test", seed=1)
             s.add(g)
             gens.append(g)
@@ -133,14 +134,15 @@ def start_server(db_url: str, secret: str, cwd: Path) -> Server:
     """`emplifai serve` in a child process on a free loopback port; returns when /healthz answers."""
     port = free_port()
     env = {**os.environ, "EMPLIFAI_SECRET_KEY": secret, "EMPLIFAI_ENV": "production"}
-    proc = subprocess.Popen([sys.executable, "-c", "from emplifai.cli import main; main()", "serve", "--host", "127.0.0.1", "--port",
-                             str(port), "--db", db_url], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
+    cmd = [sys.executable, "-c", "from emplifai.cli import main; main()", "serve", "--host", "127.0.0.1",
+           "--port", str(port), "--db", db_url]
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env,
+                            stdout=(cwd / f"server-{port}.log").open("wb"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
     while time.time() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited: {proc.stdout.read().decode() if proc.stdout else ''}")
+            raise RuntimeError(f"server exited: {(cwd / f'server-{port}.log').read_text()}")
         try:
             if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
                 return Server(proc, url)

@@ -9,17 +9,16 @@ from collections import Counter
 import pytest
 from sqlalchemy import func, select
 
+from collect_fixtures import bulk_workers, campaign, situations, users
 from emplifai.collect import assign, review
 from emplifai.collect.assign import Conflict, NotFound
-from emplifai.collect.campaigns import buckets, ledger, ledger_csv, rejection_state, seed_round2, worker_stats
+from emplifai.collect.campaigns import ledger, ledger_csv, rejection_state, seed_round2, worker_stats
 from emplifai.errors import UserError
 from emplifai.export import export_store
 from emplifai.store import repo
 from emplifai.store.collect import Campaign, Claim, ClaimStatus, Kind, Task, User
 from emplifai.store.db import Store
 from emplifai.store.models import Dialogue, Situation
-
-from collect_fixtures import bulk_workers, campaign, situations, users  # noqa: I001
 
 
 def _user(store: Store, uid: int) -> User:

@@ -13,13 +13,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from collect_fixtures import PASSWORD, rating_sample, start_server, users
 from emplifai.collect.campaigns import get_campaign
 from emplifai.collect.rating import create_rating_tasks
 from emplifai.store.db import Store
 from emplifai.store.evaluation import METRICS, Rating
 from emplifai.store.models import Dialogue, ReviewEvent
-
-from collect_fixtures import PASSWORD, rating_sample, start_server, users  # noqa: I001
 
 CHROMIUM = "/usr/bin/chromium"
 pytestmark = [

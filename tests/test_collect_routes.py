@@ -11,13 +11,12 @@ from fastapi.testclient import TestClient
 from pydantic import ValidationError
 from sqlalchemy import select
 
+from collect_fixtures import campaign, csrf, login, post, rating_sample, settings, situations, users
 from emplifai.collect import Settings, create_app
 from emplifai.collect.settings import DEV_SECRET
 from emplifai.store.collect import Claim
 from emplifai.store.evaluation import Rating
 from emplifai.store.models import Dialogue, ReviewEvent, Situation
-
-from collect_fixtures import campaign, csrf, login, post, rating_sample, settings, situations, users  # noqa: I001
 
 XSS = '<script>alert("x")</script><img src=x onerror=alert(1)>'
 SQL = "Robert'); DROP TABLE dialogues;-- \" OR 1=1 --"
@@ -93,7 +92,8 @@ def test_full_flow_with_xss_and_sql_text(app) -> None:  # type: ignore[no-untype
     assert ledger.text.splitlines()[1:] == ["w1,w1,1,0,0,10", "w2,w2,0,1,0,50"]
     export = boss.get("/export?fmt=jsonl&scope=approved")
     rows = [json.loads(x) for x in export.text.splitlines()]
-    assert [(r["patient"], r["emotion"], r["status"]) for r in rows] == [("検査の結果を待っています", "Joy", "approved")]
+    got = [(r["patient"], r["emotion"], r["status"]) for r in rows]
+    assert got == [("検査の結果を待っています", "Joy", "approved")]
     dash = rev.get(f"/dashboard/{cid}").text
     assert "喜び" in dash and "w2" in dash
     mine = w2.get("/my").text

@@ -12,12 +12,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from collect_fixtures import bulk_workers, campaign, minted_client, situations, start_server
 from emplifai.collect.campaigns import get_campaign, seed_round2
 from emplifai.store.collect import Claim, ClaimStatus, Task
 from emplifai.store.db import Store
 from emplifai.store.models import Dialogue
-
-from collect_fixtures import bulk_workers, campaign, minted_client, situations, start_server  # noqa: I001
 
 pytestmark = pytest.mark.slow
 EMOTIONS = ["Joy", "Fear", "Anger", "Sadness"]

@@ -120,3 +120,41 @@ def test_small_study_end_to_end_rerun_and_report_in_browser(tmp_path):
         page.screenshot(path=str(out / "report.png"), full_page=True)
         browser.close()
     assert (out / "report.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_same_study_on_openai_server_and_postgres(tmp_path, pg_url):
+    """Scale-out path: the models behind a real OpenAI-compatible server, the store on PostgreSQL."""
+    from emplifai.llm.local_server import llama_server
+    from emplifai.llm.registry import embedded_model
+
+    with llama_server(embedded_model()[0], n_threads=2) as url:
+        spec = f"openai:gemma@{url}"
+        cfg = write(tmp_path, f"""
+db = "{pg_url}"
+[predict]
+models = ["{spec}"]
+mode = "generate"
+limit = 1
+baseline = false
+[sample]
+n = 1
+[generate]
+models = ["{spec}"]
+max_tokens = 48
+[judge]
+judge = "{spec}"
+allow_self_judge = true
+metrics = ["fluency"]
+""")
+        out = tmp_path / "out"
+        r = run_cli("run", str(cfg), "--out", str(out), cwd=tmp_path)
+        assert r.returncode == 0, r.stderr[-3000:]
+    table2 = json.loads((out / "table2" / "table2.json").read_text())
+    assert [m["model"] for m in table2["models"]] == [spec] and table2["models"][0]["n"] == 1
+    table4 = json.loads((out / "eval" / "table4.json").read_text())
+    assert set(table4["rows"]) == {spec, "human"}
+    assert not (out / "emplifai.db").exists()  # everything went to PostgreSQL
+    provenance = json.loads((out / "provenance.json").read_text())
+    assert provenance["database"].startswith("postgresql")

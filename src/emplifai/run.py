@@ -51,6 +51,7 @@ class PredictSection(_Section):
     split: Literal["train", "validation", "test"] = "test"
     limit: int | None = Field(None, ge=1)
     shots: int = Field(0, ge=0, le=28)
+    definitions: bool = Field(True, description="List each label with its definition (a longer prompt).")
     baseline: bool = True
     encoder: str | None = None
     layer: int | None = None
@@ -246,7 +247,8 @@ class Study:
         p = self.cfg.predict
         result = validate_taxonomy(
             self.store, models=[*p.models, *self.extra_models], mode=p.mode, split=p.split, limit=p.limit,
-            shots=p.shots, baseline=p.baseline, encoder=p.encoder, layer=p.layer, vectors=p.vectors,
+            shots=p.shots, definitions=p.definitions, baseline=p.baseline, encoder=p.encoder, layer=p.layer,
+            vectors=p.vectors,
             out=self.out / "table2", notify=self.notify, progress=self._predict_progress(),
         )
         return {"models": [e["entry"]["model"] for e in result]}

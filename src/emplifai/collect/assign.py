@@ -17,13 +17,13 @@ from __future__ import annotations
 import random
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from emplifai.collect.campaigns import get_campaign
 from emplifai.collect.tx import is_sqlite, run_write
 from emplifai.errors import UserError
 from emplifai.io import MAX_SITUATION_CHARS, MAX_TURN_CHARS
@@ -48,76 +48,102 @@ class Claimed:
     reused: bool  # the worker already held an open lease of this kind: it is handed back instead
 
 
+# The claim path runs hundreds of times a second: its statements are built once (bound parameters, Core rows
+# instead of ORM objects), so each claim costs SQL time and little else.
+_C, _T = Claim.__table__, Task.__table__
+_STALE = select(_C.c.id).where(_C.c.status == ClaimStatus.LEASED, _C.c.expires_at <= bindparam("now"))
+_SWEEP = {
+    locked: update(_C).where(_C.c.id.in_((_STALE.with_for_update(skip_locked=True) if locked else _STALE)
+                                         .scalar_subquery()))
+    .values(status=ClaimStatus.EXPIRED, live=None).returning(_C.c.task_id)
+    for locked in (False, True)
+}
+_GIVE_BACK = update(_T).where(_T.c.id == bindparam("tid")).values(filled=_T.c.filled - bindparam("n"))
+_TAKE = (update(_T).where(_T.c.id == bindparam("tid"), _T.c.filled < _T.c.target, _T.c.enabled.is_(True))
+         .values(filled=_T.c.filled + 1))
+_LOCK_WORKER = select(User.__table__.c.id).where(User.__table__.c.id == bindparam("w")).with_for_update()
+_CAMPAIGN = select(Campaign.__table__.c.id, Campaign.__table__.c.active, Campaign.__table__.c.lease_seconds)
+_HELD = select(_C.c.id, _C.c.task_id).where(
+    _C.c.worker_id == bindparam("w"), _C.c.campaign_id == bindparam("c"), _C.c.kind == bindparam("k"),
+    _C.c.status == ClaimStatus.LEASED).limit(1)
+_DONE = select(_C.c.task_id).where(_C.c.worker_id == bindparam("w"), _C.c.campaign_id == bindparam("c"),
+                                   _C.c.live == 1)
+_OPEN = select(_T.c.id, _T.c.emotion, _T.c.target, _T.c.filled).where(
+    _T.c.campaign_id == bindparam("c"), _T.c.kind == bindparam("k"), _T.c.enabled.is_(True),
+    _T.c.filled < _T.c.target, _T.c.id.not_in(_DONE)
+).order_by((_T.c.target - _T.c.filled).desc(), func.random()).limit(64)  # the neediest, ties in random order
+_LAST = (select(_T.c.emotion).join(_C, _C.c.task_id == _T.c.id)
+         .where(_C.c.worker_id == bindparam("w"), _C.c.campaign_id == bindparam("c"))
+         .order_by(_C.c.id.desc()).limit(1))
+_INSERT = insert(_C).returning(_C.c.id)
+
+
 def sweep_expired(s: Session, now: float) -> int:
     """Expired leases give their slot back; returns how many were swept."""
-    stale = select(Claim.id).where(Claim.status == ClaimStatus.LEASED, Claim.expires_at <= now)
-    if not is_sqlite(s):
-        stale = stale.with_for_update(skip_locked=True)
-    rows = s.execute(
-        update(Claim).where(Claim.id.in_(stale.scalar_subquery())).values(status=ClaimStatus.EXPIRED, live=None)
-        .returning(Claim.task_id).execution_options(synchronize_session=False)
-    ).scalars().all()
+    conn = s.connection()
+    rows = conn.execute(_SWEEP[not is_sqlite(s)], {"now": now}).scalars().all()
     for task_id, n in sorted(Counter(rows).items()):  # sorted: a fixed lock order between sweepers
-        s.execute(update(Task).where(Task.id == task_id).values(filled=Task.filled - n)
-                  .execution_options(synchronize_session=False))
+        conn.execute(_GIVE_BACK, {"tid": task_id, "n": n})
     return len(rows)
 
 
 def _take_slot(s: Session, task_id: int) -> bool:
-    res = s.execute(update(Task).where(Task.id == task_id, Task.filled < Task.target, Task.enabled.is_(True))
-                    .values(filled=Task.filled + 1).execution_options(synchronize_session=False))
-    return res.rowcount == 1  # type: ignore[attr-defined]
+    return s.connection().execute(_TAKE, {"tid": task_id}).rowcount == 1
 
 
 def _free_slot(s: Session, task_id: int) -> None:
-    s.execute(update(Task).where(Task.id == task_id).values(filled=Task.filled - 1)
-              .execution_options(synchronize_session=False))
+    s.connection().execute(_GIVE_BACK, {"tid": task_id, "n": 1})
 
 
-def _claim(s: Session, camp: Campaign, worker_id: int, kind: str, now: float, rng: random.Random) -> Claimed | None:
+def _claim(s: Session, campaign_id: int, lease_seconds: int, worker_id: int, kind: str, now: float,
+           rng: random.Random) -> Claimed | None:
+    conn = s.connection()
+    key = {"w": worker_id, "c": campaign_id, "k": kind}
     if not is_sqlite(s):  # one claim at a time per worker (SQLite's write lock already serialises everything)
-        s.execute(select(User.id).where(User.id == worker_id).with_for_update())
+        conn.execute(_LOCK_WORKER, key)
     sweep_expired(s, now)
-    held = s.execute(select(Claim.id, Claim.task_id).where(
-        Claim.worker_id == worker_id, Claim.campaign_id == camp.id, Claim.kind == kind,
-        Claim.status == ClaimStatus.LEASED)).first()
+    held = conn.execute(_HELD, key).first()
     if held is not None:
         return Claimed(held.id, held.task_id, reused=True)
-    done = set(s.scalars(select(Claim.task_id).where(Claim.worker_id == worker_id, Claim.campaign_id == camp.id,
-                                                     Claim.live == 1)))
-    open_tasks = s.execute(select(Task.id, Task.emotion, Task.target, Task.filled).where(
-        Task.campaign_id == camp.id, Task.kind == kind, Task.enabled.is_(True), Task.filled < Task.target)).all()
-    candidates = [t for t in open_tasks if t.id not in done]
+    candidates = list(conn.execute(_OPEN, key).all())  # open, not full, never done by this worker
     if not candidates:
         return None
-    last = s.scalar(select(Task.emotion).join(Claim, Claim.task_id == Task.id).where(
-        Claim.worker_id == worker_id, Claim.campaign_id == camp.id).order_by(Claim.id.desc()).limit(1))
+    last = conn.execute(_LAST, key).scalar()
     while candidates:
         need = max(t.target - t.filled for t in candidates)
         top = [t for t in candidates if t.target - t.filled == need]
         pick = rng.choice([t for t in top if t.emotion != last] or top)
         if _take_slot(s, pick.id):
-            c = Claim(campaign_id=camp.id, task_id=pick.id, worker_id=worker_id, kind=kind,
-                      status=ClaimStatus.LEASED, live=1, leased_at=now, expires_at=now + camp.lease_seconds)
-            s.add(c)
-            s.flush()
-            return Claimed(c.id, pick.id, reused=False)
+            cid = conn.execute(_INSERT, {
+                "campaign_id": campaign_id, "task_id": pick.id, "worker_id": worker_id, "kind": kind,
+                "status": ClaimStatus.LEASED, "live": 1, "leased_at": now, "expires_at": now + lease_seconds,
+            }).scalar_one()
+            return Claimed(cid, pick.id, reused=False)
         candidates.remove(pick)  # a concurrent claimer filled it first (PostgreSQL only)
     return None
 
 
 def claim(store: Store, campaign: str | int, worker_id: int, kind: str, *, now: float | None = None,
-          rng: random.Random | None = None) -> Claimed | None:
-    """Lease one slot for the worker, or None when no eligible work is left."""
+          rng: random.Random | None = None, before: Callable[[Session], object] | None = None) -> Claimed | None:
+    """Lease one slot for the worker, or None when no eligible work is left.
+
+    ``before`` runs first inside the same transaction (the web app's role check), raising to refuse."""
     if kind not in {k.value for k in Kind}:
         raise UserError(f"unknown task kind {kind!r}")
     rng = rng or random.Random()
 
     def work(s: Session) -> Claimed | None:
-        camp = get_campaign(s, campaign)
-        if not camp.active:
+        if before is not None:
+            before(s)
+        if isinstance(campaign, int) or str(campaign).isdigit():
+            row = s.connection().execute(_CAMPAIGN.where(Campaign.__table__.c.id == int(campaign))).first()
+        else:
+            row = s.connection().execute(_CAMPAIGN.where(Campaign.__table__.c.name == str(campaign))).first()
+        if row is None:
+            raise NotFound(f"no campaign {campaign!r}")
+        if not row.active:
             raise Conflict("このキャンペーンは終了しています")
-        return _claim(s, camp, worker_id, kind, time.time() if now is None else now, rng)
+        return _claim(s, row.id, row.lease_seconds, worker_id, kind, time.time() if now is None else now, rng)
 
     return run_write(store, work)
 

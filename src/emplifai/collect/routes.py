@@ -11,14 +11,29 @@ import time
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, BackgroundTasks, Depends, Form, HTTPException
+from fastapi import APIRouter, BackgroundTasks, Depends, Form, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
+from starlette.concurrency import run_in_threadpool
 
 from emplifai import taxonomy
 from emplifai.collect import accounts, assign, campaigns, review
-from emplifai.collect.app import CSRF, LEADS, STAFF, Ctx, anonymous, guard, redirect, render, set_session, store_of
+from emplifai.collect.app import (
+    CSRF,
+    LEADS,
+    STAFF,
+    Ctx,
+    anonymous,
+    authorize,
+    guard,
+    redirect,
+    render,
+    run_db,
+    session_of,
+    set_session,
+    store_of,
+)
 from emplifai.collect.assign import Conflict, NotFound
 from emplifai.collect.rating import METRIC_JA
 from emplifai.collect.security import new_session
@@ -58,6 +73,10 @@ def _page(ctx: Ctx, name: str, status_code: int = 200, **kw: object) -> Response
     msg = ctx.request.query_params.get("msg")
     return render(ctx, name, status_code, message=MESSAGES.get(msg or ""), KIND_JA=KIND_JA, STATUS_JA=STATUS_JA,
                   **kw)
+
+
+def _error_page(request: Request, exc: UserError) -> Response:
+    return _error(anonymous(request), exc)
 
 
 def _error(ctx: Ctx, exc: UserError) -> Response:
@@ -127,11 +146,18 @@ def work(ctx: Worker) -> Response:
 
 
 @router.post("/work/claim", dependencies=[CSRF])
-def claim(ctx: Worker, campaign_id: Annotated[int, Form()], kind: Text) -> Response:
+async def claim(request: Request, campaign_id: Annotated[int, Form()], kind: Text) -> Response:
+    """The hot path: the worker role is checked inside the claim's own transaction (one thread hop)."""
+    sess = session_of(request)
+
+    def work() -> assign.Claimed | None:
+        return assign.claim(store_of(request), campaign_id, sess.uid if sess and sess.uid else 0, kind,
+                            before=lambda s: authorize(s, sess, (Role.WORKER,)))
+
     try:
-        got = assign.claim(store_of(ctx.request), campaign_id, ctx.user.id, kind)  # type: ignore[union-attr]
+        got = await run_db(request, work)
     except UserError as exc:
-        return _error(ctx, exc)
+        return await run_in_threadpool(_error_page, request, exc)
     return redirect(f"/claims/{got.claim_id}") if got else redirect("/work?msg=nowork")
 
 
@@ -165,8 +191,6 @@ def show_claim(ctx: Worker, claim_id: int) -> Response:
 
 @router.post("/claims/{claim_id}/submit", dependencies=[CSRF])
 async def submit(ctx: Worker, claim_id: int) -> Response:
-    from starlette.concurrency import run_in_threadpool
-
     form = {k: v for k, v in (await ctx.request.form()).items() if isinstance(v, str) and k != "csrf_token"}
     try:
         await run_in_threadpool(assign.submit, store_of(ctx.request), claim_id, ctx.user.id, form)  # type: ignore[union-attr]
@@ -383,8 +407,6 @@ def create_user(ctx: Admin, username: Text, password: Text, role: Text, display_
 
 @router.post("/admin/campaigns", dependencies=[CSRF])
 async def create_campaign(ctx: Admin) -> Response:
-    from starlette.concurrency import run_in_threadpool
-
     form = await ctx.request.form()
 
     def go() -> None:

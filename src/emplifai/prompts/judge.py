@@ -1,8 +1,8 @@
 """LLM-as-a-judge prompts for the 7 metrics of the paper's Table 3, and the strict parser of the judge's answer.
 
 Each metric has its own rubric template (``judge_<metric>_<lang>.j2``) with a description of every level 1–5.
-The rubric is the *system* message and the item (emotion, situation, conversation) the *user* message, so all
-judgements of one metric share the rubric as a prompt prefix that backends with a prompt cache reuse.
+The rubric (and the worked examples) come first and the item (emotion, situation, conversation) last, so all
+judgements of one metric share a long prompt prefix that backends with a prompt cache reuse.
 
 Parsing rules (each tested; anything else is a failure, stored with the raw text, never a default):
 
@@ -109,10 +109,10 @@ def messages(
     metric: str, *, emotion: str, situation: str, patient: str, supporter: str, layout: str = "standard",
     lang: Lang = "ja", shots: int = 0,
 ) -> list[dict[str, str]]:
-    """System = rubric (shared), then ``shots`` worked examples (shared), then the item."""
+    """Rubric (shared), then ``shots`` worked examples (shared), then the item; no system message."""
     if not 0 <= shots <= len(_EXAMPLES):
         raise ValueError(f"shots must be between 0 and {len(_EXAMPLES)}")
-    out = [{"role": "system", "content": rubric(metric, lang)}]
+    out: list[dict[str, str]] = []
     for ex in _EXAMPLES[:shots]:
         shown = item(emotion=ex["emotion"], situation=ex["situation"], patient=ex["patient"],
                      supporter=ex["supporter"], layout=layout, lang=lang)
@@ -120,6 +120,10 @@ def messages(
         out += [{"role": "user", "content": shown}, {"role": "assistant", "content": answer}]
     out.append({"role": "user", "content": item(emotion=emotion, situation=situation, patient=patient,
                                                 supporter=supporter, layout=layout, lang=lang)})
+    # The rubric opens the first user turn rather than a system message: some servers' chat templates drop
+    # system messages silently (llama.cpp's gemma format), and Gemma folds them into the first turn anyway,
+    # so the in-process prompt is the same text either way.
+    out[0] = {"role": "user", "content": f"{rubric(metric, lang)}\n\n{out[0]['content']}"}
     return out
 
 
