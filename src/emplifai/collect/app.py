@@ -184,7 +184,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.store = Store(resolve_url(settings.db))
     sqlite = app.state.store.engine.dialect.name == "sqlite"
-    app.state.writer = None and sqlite  # TEMP
+    app.state.writer = ThreadPoolExecutor(1, thread_name_prefix="emplifai-writer") if sqlite else None
     app.state.codec = SessionCodec(settings.secret_key, settings.session_max_age)
     templates = Jinja2Templates(directory=str(TEMPLATES))
     templates.env.globals.update(ROLE_JA={str(k): v for k, v in ROLE_JA.items()}, ja=lambda e: taxonomy.get(e).ja,
