@@ -96,10 +96,10 @@ def test_small_study_end_to_end_rerun_and_report_in_browser(tmp_path):
     provenance = json.loads((out / "provenance.json").read_text())
     assert provenance["config"]["sample"]["seed"] == 42 and provenance["versions"]["emplifai"]
 
-    # Rerun: every stage but the report is skipped, nothing recomputed.
+    # Rerun: every stage is skipped, nothing recomputed.
     again = run_cli("run", str(cfg), "--out", str(out), cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
-    for stage in ("validate", "split", "predict", "sample", "generate", "judge"):
+    for stage in ("validate", "split", "predict", "sample", "generate", "judge", "report"):
         assert f"[{stage}] already done (cached)" in again.stderr
     assert json.loads((out / "state.json").read_text())["judge"] == state["judge"]
 

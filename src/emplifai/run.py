@@ -193,7 +193,7 @@ class Study:
             fingerprint = _digest(stage, section.model_dump() if section is not None else None,
                                   [self.fp.get(u) for u in upstream[stage]], self._inputs(stage), __version__)
             self.fp[stage] = fingerprint
-            if stage != "report" and self.state.done(stage, fingerprint):
+            if self.state.done(stage, fingerprint) and (stage != "report" or (self.out / "report.html").exists()):
                 self.timings[stage] = 0.0
                 self.notify(f"[{stage}] already done (cached)")
                 if stage == "finetune":
