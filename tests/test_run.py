@@ -42,6 +42,14 @@ def write(tmp_path: Path, text: str, name: str = "study.toml") -> Path:
     return p
 
 
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args: dict) -> dict:
+    """Debian's chromium (playwright cannot download browsers here), without background networking."""
+    return {**browser_type_launch_args, "executable_path": CHROMIUM, "args": [
+        "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"]}
+
+
 def test_demo_config_is_valid():
     cfg = load_config(Path(__file__).parents[1] / "configs" / "demo.toml")
     assert cfg.dataset.sample and cfg.sample.seed == 42 and cfg.predict.models == ["embedded"]
@@ -77,7 +85,8 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_small_study_end_to_end_rerun_and_report_in_browser(tmp_path):
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian chromium (scripts/test.sh installs it)")
+def test_small_study_end_to_end_rerun_and_report_in_browser(tmp_path, browser):
     cfg = write(tmp_path, TINY)
     out = tmp_path / "out"
     r = run_cli("run", str(cfg), "--out", str(out), cwd=tmp_path)
@@ -103,22 +112,15 @@ def test_small_study_end_to_end_rerun_and_report_in_browser(tmp_path):
         assert f"[{stage}] already done (cached)" in again.stderr
     assert json.loads((out / "state.json").read_text())["judge"] == state["judge"]
 
-    if not Path(CHROMIUM).exists():
-        pytest.skip("needs Debian chromium (scripts/test.sh installs it)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"])
-        page = browser.new_page()
-        page.goto((out / "report.html").as_uri())
-        assert page.locator("h2", has_text="データセット統計").is_visible()
-        assert page.locator("td", has_text="感謝").first.is_visible()
-        images = page.eval_on_selector_all("img", "els => els.map(e => [e.complete, e.naturalWidth])")
-        assert images and all(done and width > 0 for done, width in images)
-        page.screenshot(path=str(out / "report.png"), full_page=True)
-        browser.close()
+    # The report in a real headless Chromium (pytest-playwright's shared browser).
+    page = browser.new_page()
+    page.goto((out / "report.html").as_uri())
+    assert page.locator("h2", has_text="データセット統計").is_visible()
+    assert page.locator("td", has_text="感謝").first.is_visible()
+    images = page.eval_on_selector_all("img", "els => els.map(e => [e.complete, e.naturalWidth])")
+    assert images and all(done and width > 0 for done, width in images)
+    page.screenshot(path=str(out / "report.png"), full_page=True)
+    page.close()
     assert (out / "report.png").stat().st_size > 10_000
 
 
