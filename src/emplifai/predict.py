@@ -412,18 +412,10 @@ def parse_model_spec(spec: str) -> str:
     return spec
 
 
-def load_llm(spec: str) -> LLM:
-    """The model behind a spec, through the LLM layer (its errors become user errors)."""
-    from emplifai.llm import LLMError, load
-
-    try:
-        return load(spec)
-    except LLMError as exc:
-        raise UserError(str(exc)) from exc
-
-
 def _predict_model(store: Store, spec: str, cfg: PredictConfig, split: str, limit: int | None, concurrency: int,
                    notify: Callable[[str], None], progress: Progress | None) -> str:
+    from emplifai.evalllm import load_llm  # the one loader every stage uses
+
     llm = load_llm(spec)
     state = {"done": 0, "total": 0}
 
