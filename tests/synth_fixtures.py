@@ -21,7 +21,7 @@ WORDS = ("朝", "夕方", "病院", "待合室", "主治医", "看護師さん",
 
 
 def stage_of(text: str) -> str:
-    if "具体的な場面を" in text:
+    if "具体的な場面を" in text or "きっかけの出来事" in text:
         return "brainstorm"
     if "一人称で語る" in text:
         return "rewrite"
@@ -37,8 +37,10 @@ def phrase(rng: random.Random, n: int) -> str:
 class RuleLLM(LLM):
     spec = "fake:rules"
 
-    def __init__(self, override: Callable[[str, str, int], str | None] | None = None, threads: int = 1):
-        self.override, self.threads = override, threads
+    def __init__(self, override: Callable[[str, str, int], str | None] | None = None, threads: int = 1,
+                 instruction_tuned: bool | None = None):
+        self.override, self.threads, self.instruction_tuned = override, threads, instruction_tuned
+        self.completions = 0
         self.calls: dict[str, int] = {}
         self._lock = threading.Lock()
 
@@ -46,7 +48,18 @@ class RuleLLM(LLM):
         return {"backend": "fake", "model": "rules"}
 
     def complete(self, prompt: str, params: GenParams | None = None) -> Completion:
-        return self.chat([{"role": "user", "content": prompt}], params)
+        """A base model continuing a few-shot document: the list's next lines, the situation's line, or the
+        dialogue after the "患者：" that the prompt already wrote."""
+        with self._lock:
+            self.completions += 1
+        c = self.chat([{"role": "user", "content": prompt}], params)
+        stage = stage_of(prompt)
+        if stage == "brainstorm":
+            return Completion(text="\n".join(line.split(". ", 1)[-1] for line in c.text.splitlines()) + "\n\n例",
+                              finish_reason="stop")
+        if stage == "dialogue":
+            return Completion(text=c.text.removeprefix("患者："), finish_reason="stop")
+        return c
 
     def score(self, prompt: str, candidates: Sequence[str]) -> list[float]:
         return [-float(i) for i in range(len(candidates))]
@@ -69,7 +82,7 @@ class RuleLLM(LLM):
 
     def _answer(self, stage: str, prompt: str, rng: random.Random) -> str:
         if stage == "brainstorm":
-            n = int(prompt.split("具体的な場面を")[1].split("個")[0])
+            n = int(prompt.split("具体的な場面を")[1].split("個")[0]) if "具体的な場面を" in prompt else 4
             return "\n".join(f"{i + 1}. {phrase(rng, 3)}のことで気持ちが動いた場面。" for i in range(n))
         if stage == "rewrite":
             return f"先日、{phrase(rng, 3)}のことがありました。{phrase(rng, 2)}を思い出して、胸がいっぱいになりました。"

@@ -159,6 +159,13 @@ def test_batch_chat_turns_item_failures_into_llmfailure() -> None:
     assert seen == [0, 1, 2, 3]
 
 
+def test_batch_complete_sends_raw_prompts_through_complete() -> None:
+    llm = FakeLLM().enqueue(["x", LLMError("too long"), "z"])
+    out = llm.batch_complete(["p0", "p1", "p2"])
+    assert [c.method for c in llm.calls] == ["complete"] * 3 and [c.input for c in llm.calls] == ["p0", "p1", "p2"]
+    assert out[0].text == "x" and isinstance(out[1], LLMFailure) and out[1].reason == "too long"  # type: ignore
+
+
 # ------------------------------------------------------------------------------------------------ cache
 def test_cache_hits_are_free_and_marked(tmp_path: Path) -> None:
     inner = FakeLLM().enqueue(["first", [-1.0, -2.0]])
@@ -234,3 +241,11 @@ def test_interrupted_batch_keeps_finished_items(tmp_path: Path) -> None:
     out = CachedLLM(inner, tmp_path).batch_chat(convs)
     assert [c.text for c in out] == ["a0", "a1", "a2"]  # type: ignore[union-attr]
     assert len(inner.calls) == 1
+
+
+def test_cached_batch_complete_shares_entries_with_complete(tmp_path: Path) -> None:
+    inner = FakeLLM("bc").enqueue(["a", "b"])
+    llm = CachedLLM(inner, tmp_path)
+    assert [c.text for c in llm.batch_complete(["p", "q"])] == ["a", "b"]  # type: ignore[union-attr]
+    assert llm.complete("q").cached and llm.batch_complete(["p"])[0].cached  # type: ignore[union-attr]
+    assert [c.method for c in inner.calls] == ["complete", "complete"]

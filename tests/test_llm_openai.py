@@ -102,6 +102,18 @@ def test_always_500_becomes_failure_with_reason(scripted) -> None:
         llm.chat(CHAT)
 
 
+def test_batch_complete_posts_to_completions(scripted) -> None:
+    def reply(n: int, body: dict[str, object]) -> Reply:
+        text = f"続き{body['prompt']}"
+        return 200, {"choices": [{"text": text, "finish_reason": "stop"}]}, {}
+
+    srv = scripted(reply)
+    out = srv.llm().batch_complete(["一", "二", "三"], GenParams(max_tokens=3, stop=("\n\n",)), concurrency=3)
+    assert [c.text for c in out] == ["続き一", "続き二", "続き三"]  # type: ignore[union-attr]
+    assert {r["_path"] for r in srv.requests} == {"/v1/completions"}
+    assert all(r["stop"] == ["\n\n"] and r["max_tokens"] == 3 and "messages" not in r for r in srv.requests)
+
+
 def test_429_honours_retry_after_and_4xx_is_not_retried(scripted) -> None:
     srv = scripted(lambda n, _b: (429, {}, {"Retry-After": "0"}) if n == 1 else (200, OK_BODY, {}))
     assert srv.llm(max_retries=1).chat(CHAT).text == "はい"

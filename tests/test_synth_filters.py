@@ -140,3 +140,33 @@ def test_labelled_set_precision_and_recall() -> None:
     assert m["missed"] == [c["id"] for c in cases if c["label"] == "wrong_emotion"]
     by = {s.case["id"]: s.rejected_by for s in screened}
     assert by["dup-batch-01"] == "duplicate" and by["unsafe-02"] == "medical_advice" and by["en-01"] == "japanese"
+
+
+def test_holdout_set_written_blind_to_the_rules() -> None:
+    """A second labelled set, written by someone who had not read this module; every bad item must be caught
+    by the filter its label names, and no good item (medication mentioned with a pointer to the doctor, ages
+    and dates, self-harm answered with care) may be turned down."""
+    cases = load_cases(CASES.with_name("synth_filter_holdout.jsonl"))
+    screened = screen(cases, sample_records(), FilterConfig())
+    m = metrics(screened)
+    assert m["false_positives"] == [] and m["missed"] == []
+    assert m["bad"] == 44 and m["good"] == 26
+    wrong_filter = [(s.case["id"], s.rejected_by) for s in screened
+                    if s.rejected_by and s.rejected_by not in s.case["expect"]]
+    # an e-mail address written in ASCII also lowers the Japanese share below the bound, which fires first
+    assert wrong_filter == [("h-pii-03", "japanese")]
+    kept = {s.case["id"]: s.results for s in screened if s.rejected_by is None}
+    assert any(r.flag == "self_harm" for r in kept["h-good-08"])  # kept, but flagged for the reviewers
+
+
+@pytest.mark.parametrize(("supporter", "ok"), [
+    ("治療が一区切りついたら、ゆっくり休みましょうね。", True),  # rest, not skipping treatment
+    ("がっかりした気持ちを置き去りにしなくていいんですよ。", True),  # comfort, no treatment named
+    ("インスリンが効きすぎかも。しばらく半分に減らしてみたら？", False),  # treatment named one sentence before
+    ("吸入はもうお休みされても問題ないと思いますよ。", False),
+    ("お腹壊すような薬なら飲まなくていいって。", False),
+    ("寝る前は2錠じゃなくて4錠飲んじゃえばいいんですよ。", False),
+    ("玄米菜食だけで腫瘍が消えたんだって。", False),
+])
+def test_medical_advice_phrasings(supporter: str, ok: bool) -> None:
+    assert F.medical_advice(supporter).ok is ok

@@ -216,3 +216,26 @@ def test_cli_dry_run_and_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert json.loads(r.stdout)["counts"]["accepted_dialogues"] == 2 and out.read_text() == ""
     r = runner.invoke(app, ["synth", "--model", "fake:rules", "-e", "nope", "--dry-run", "--db", db])
     assert r.exit_code != 0 and "unknown emotion" in str(r.exception)
+
+
+def test_base_models_get_few_shot_documents_through_complete(store: Store, tmp_path: Path) -> None:
+    """prompt_style auto: a model known to be a base model (no chat template) is prompted with documents to
+    continue; the dialogue's "患者：" written by the prompt is put back before the strict parser reads it."""
+    load_subset(store, tmp_path, drop={"Grief": 2})
+    base = RuleLLM(instruction_tuned=False)
+    syn = Synthesizer(store, base, SynthConfig(emotions=("Grief",), shots=3), model="fake:base")
+    assert syn.style == "completion"
+    report = syn.run()
+    assert report.counts["accepted_dialogues"] == 2 and counts(store)["Grief"] == 30
+    assert base.completions == report.calls and report.calls >= 5  # brainstorm + 2 rewrites + 2 dialogues
+    with store.sessions() as s:
+        d = s.scalars(select(Dialogue).where(Dialogue.source == "synthetic")).first()
+        prov = d.meta["synth"]
+        assert prov["prompt_style"] == "completion"
+        stage = prov["stages"]["dialogue"]
+        assert stage["prefix"] == "患者：" and not stage["raw"].startswith("患者：")
+        assert d.patient and d.supporter and len(stage["fewshot"]) == 3
+    chat = Synthesizer(store, RuleLLM(), SynthConfig(emotions=("Grief",)), model="fake:base")
+    assert chat.style == "chat" and chat.key != syn.key  # the two prompt styles never share candidates
+    forced = Synthesizer(store, RuleLLM(), SynthConfig(emotions=("Grief",), prompt_style="completion"), model="x")
+    assert forced.completion

@@ -74,3 +74,19 @@ def test_fewshot_pool_prefers_emotion_then_group_and_is_seeded() -> None:
 def test_style_only_when_several_dialogues_per_situation() -> None:
     assert S.style_for(0, 1) is None
     assert S.style_for(0, 3) != S.style_for(1, 3)
+
+
+def test_completion_prompts_for_base_models() -> None:
+    ex = [rec(1, "Sadness"), rec(2, "Sadness")]
+    b = S.brainstorm_completion("Sadness", "kidney_dialysis", "treatment", ex)
+    assert b.messages == [] and b.text is not None and b.text.endswith("・")
+    assert "悲しみ" in b.text and "腎臓病・透析" in b.text and f"・{S.first_sentence(ex[0].situation)}" in b.text
+    r = S.rewrite_completion("Sadness", "透析の日に孫の運動会が重なった", ex)
+    assert r.text is not None and r.text.endswith("出来事：透析の日に孫の運動会が重なった\n状況：")
+    assert f"状況：{ex[1].situation}" in r.text and r.fewshot == [e.situation_id for e in ex]
+    d = S.dialogue_completion("Sadness", "新しい状況です。", ex)
+    assert d.text is not None and d.text.endswith("状況：新しい状況です。\n患者：") and d.prefix == "患者："
+    assert f"支援者：{ex[0].supporter}" in d.text and d.digest != b.digest
+    assert S.first_sentence("透析が始まりました。毎週三回です。") == "透析が始まりました。"
+    assert S.parse_scenarios("孫の運動会に行けなかった\n・病院の帰りに一人で泣いた\n\n", 4) == [
+        "孫の運動会に行けなかった", "病院の帰りに一人で泣いた"]

@@ -1,4 +1,4 @@
-"""`emplifai dataset import|validate|export|stats|split`."""
+"""`emplifai dataset import|validate|export|stats|split|review|decide`."""
 
 from __future__ import annotations
 
@@ -129,6 +129,61 @@ def split(
     for sp, v in res.sizes.items():
         console.print(f"{sp}: {v['situations']} situations, {v['dialogues']} dialogues")
     err_console.print(f"manifest {res.manifest_id} (seed {res.seed}, content {res.content_hash[:12]})")
+
+
+@app.command()
+def review(
+    status: Annotated[str, typer.Option(help="pending, flagged, approved or removed.")] = "pending",
+    source: Annotated[str | None, typer.Option(help="Only this source (e.g. synthetic).")] = None,
+    emotions: Annotated[list[str] | None, typer.Option("--emotions", "-e", help="Only these emotions.")] = None,
+    limit: Annotated[int | None, typer.Option(help="At most this many.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    db: DbOpt = None,
+) -> None:
+    """The review queue outside campaigns (synthetic items): dialogues in a status, with filter flags."""
+    from emplifai import review as rv
+    from emplifai.store.models import Status
+
+    if status not in {s.value for s in Status}:
+        raise UserError(f"--status must be one of {', '.join(s.value for s in Status)}, not {status!r}")
+    from emplifai.synth.targeting import resolve_emotions
+
+    names = [e.strip() for x in emotions or [] for e in x.split(",") if e.strip()]
+    emos = resolve_emotions(names) if names else None
+    items = rv.queue(open_store(db), status=Status(status), source=source, emotions=emos, limit=limit)
+    if as_json:
+        for it in items:
+            print(json.dumps(it.to_dict(), ensure_ascii=False))
+        return
+    t = Table(title=f"{len(items)} {status} dialogues" + (f" ({source})" if source else ""), show_lines=True)
+    for col in ("id", "emotion", "situation", "dialogue", "flags"):
+        t.add_column(col, overflow="fold")
+    for it in items:
+        t.add_row(it.dialogue_id, it.emotion, it.situation, f"患者：{it.patient}\n支援者：{it.supporter}",
+                  ", ".join(it.flags))
+    console.print(t)
+    err_console.print("decide with: emplifai dataset decide approve|reject|flag|keep|remove ID... --reviewer NAME")
+
+
+@app.command()
+def decide(
+    action: Annotated[str, typer.Argument(help="approve, reject, flag (reviewers); keep, remove (the lead).")],
+    ids: Annotated[list[str], typer.Argument(help="Dialogue ids.")],
+    reviewer: Annotated[str, typer.Option(help="Who decides (kept in the review history).")],
+    reason: Annotated[str | None, typer.Option(help="Why (needed to reject, flag or remove).")] = None,
+    db: DbOpt = None,
+) -> None:
+    """Record a review decision on dialogues, all or none; their situations follow."""
+    from emplifai import review as rv
+    from emplifai.store.models import Action
+
+    try:
+        act = Action(action)
+    except ValueError:
+        raise UserError(f"unknown decision {action!r}; one of: {', '.join(rv.DECISIONS)}") from None
+    done = rv.decide(open_store(db), ids, act, actor=reviewer, reason=reason)
+    for did, st in done.items():
+        console.print(f"{did}: {st}")
 
 
 def register(root: typer.Typer) -> None:

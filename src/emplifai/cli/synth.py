@@ -25,6 +25,9 @@ def synth(
     limit: Annotated[int | None, typer.Option(help="At most this many new dialogues in this run.")] = None,
     rounds: Annotated[int, typer.Option(help="Generate/filter rounds (later rounds replace rejected items).")] = 2,
     shots: Annotated[int, typer.Option(help="Few-shot examples per prompt, from stored data.")] = 2,
+    prompt_style: Annotated[str, typer.Option(
+        help="auto, chat or completion (few-shot documents for base models; auto picks it for a model without "
+             "a chat template, such as the embedded one).")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed (sampling and few-shot choice; part of the resume key).")] = 42,
     temperature: Annotated[float, typer.Option()] = 0.8,
     concurrency: Annotated[int, typer.Option(help="Parallel requests to an OpenAI-compatible server.")] = 4,
@@ -58,7 +61,8 @@ def synth(
     try:
         cfg = SynthConfig(
             target=target, emotions=tuple(names) if names else None, per_situation=per_situation,
-            fill_pairs=fill_pairs, limit=limit, rounds=rounds, shots=shots, seed=seed, temperature=temperature,
+            fill_pairs=fill_pairs, limit=limit, rounds=rounds, shots=shots, prompt_style=prompt_style, seed=seed,
+            temperature=temperature,
             concurrency=concurrency,
             filters=FilterConfig(near_threshold=near_threshold, japanese_min=japanese_min, self_harm=self_harm,
                                  llm_safety=llm_safety, emotion_agreement=emotion_agreement,
@@ -69,7 +73,7 @@ def synth(
             f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from exc
     store = open_store(db)
     if dry_run:
-        syn = Synthesizer(store, _NoModel(), cfg, model=model)  # planning needs no model
+        syn = Synthesizer(store, _NoModel(model), cfg, model=model)  # planning needs no model
         _print_plan(syn.plan(), as_json)
         return
     llm = load_model(model)
@@ -103,6 +107,14 @@ def synth(
 
 
 class _NoModel:
+    """Stands in for the model when only planning: the plan needs the resume key, which needs the prompt style."""
+
+    def __init__(self, spec: str) -> None:
+        from emplifai.llm.registry import parse_spec
+
+        # the embedded model is a base model; other specs are only known once loaded (chat until then)
+        self.instruction_tuned = False if parse_spec(spec).kind == "embedded" else None
+
     def signature(self) -> dict:
         return {}
 

@@ -3,9 +3,9 @@
 Every stage of the pipeline (predict, generate, judge, synth) talks to an :class:`LLM` and nothing else, so
 the embedded Gemma 3 270M, any GGUF file, a local transformers folder and an OpenAI-compatible server are
 interchangeable. Four operations cover the paper: ``complete`` and ``chat`` (generation), ``score`` (total
-log-probability of candidate continuations, used for zero-shot label prediction) and ``batch_chat`` (many
-conversations, one failure never sinks the batch). ``signature()`` says everything that determines outputs;
-it is recorded with results and keys the disk cache.
+log-probability of candidate continuations, used for zero-shot label prediction) and ``batch_chat`` /
+``batch_complete`` (many conversations or prompts, one failure never sinks the batch). ``signature()`` says
+everything that determines outputs; it is recorded with results and keys the disk cache.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ __all__ = [
     "MessagesLike",
     "ProgressCallback",
     "TokenLogprob",
+    "as_failure",
     "file_sha256",
     "to_messages",
 ]
@@ -136,6 +137,9 @@ class LLM(abc.ABC):
 
     #: canonical spec string, e.g. ``embedded``, ``gguf:/abs/model.gguf``, ``openai:qwen@http://host:8000``
     spec: str = ""
+    #: False for a base (not instruction-tuned) model, which stages that can prompt few-shot through
+    #: ``complete``; True for a chat model; None when the backend cannot tell (treated as a chat model)
+    instruction_tuned: bool | None = None
 
     @abc.abstractmethod
     def complete(self, prompt: str, params: GenParams | None = None) -> Completion:
@@ -175,21 +179,36 @@ class LLM(abc.ABC):
         """
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
+        return self._each(conversations, self._chat_or_failure, params, progress)
+
+    def batch_complete(
+        self,
+        prompts: Sequence[str],
+        params: GenParams | None = None,
+        *,
+        concurrency: int = 1,
+        progress: ProgressCallback | None = None,
+    ) -> list[Completion | LLMFailure]:
+        """``batch_chat`` for raw-text prompts (few-shot prompting of base models)."""
+        if concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
+        return self._each(prompts, self._complete_or_failure, params, progress)
+
+    @staticmethod
+    def _each(items: Sequence[Any], call: Callable[[Any, GenParams | None], Completion | LLMFailure],
+              params: GenParams | None, progress: ProgressCallback | None) -> list[Completion | LLMFailure]:
         results: list[Completion | LLMFailure] = []
-        for i, messages in enumerate(conversations):
-            result = self._chat_or_failure(messages, params)
-            results.append(result)
+        for i, item in enumerate(items):
+            results.append(call(item, params))
             if progress is not None:
-                progress(i, result)
+                progress(i, results[-1])
         return results
 
     def _chat_or_failure(self, messages: MessagesLike, params: GenParams | None) -> Completion | LLMFailure:
-        try:
-            return self.chat(messages, params)
-        except LLMError as exc:
-            return LLMFailure(reason=str(exc), raw=exc.raw)
-        except Exception as exc:  # one bad item must not sink a long batch; the reason keeps the bug visible
-            return LLMFailure(reason=f"internal error: {type(exc).__name__}: {exc}")
+        return as_failure(lambda: self.chat(messages, params))
+
+    def _complete_or_failure(self, prompt: str, params: GenParams | None) -> Completion | LLMFailure:
+        return as_failure(lambda: self.complete(prompt, params))
 
     def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing to release
         """Release model memory / HTTP connections. Safe to call twice."""
@@ -206,6 +225,16 @@ class LLM(abc.ABC):
 
 # ----------------------------------------------------------------------------------------------- helpers
 _HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def as_failure(call: Callable[[], Completion]) -> Completion | LLMFailure:
+    """One item of a batch: its completion, or an :class:`LLMFailure` with the reason (and raw text, if any)."""
+    try:
+        return call()
+    except LLMError as exc:
+        return LLMFailure(reason=str(exc), raw=exc.raw)
+    except Exception as exc:  # one bad item must not sink a long batch; the reason keeps the bug visible
+        return LLMFailure(reason=f"internal error: {type(exc).__name__}: {exc}")
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:

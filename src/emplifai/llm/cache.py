@@ -24,7 +24,6 @@ from .base import (
     GenParams,
     LLMError,
     LLMFailure,
-    Message,
     MessagesLike,
     ProgressCallback,
     to_messages,
@@ -42,6 +41,7 @@ class CachedLLM(LLM):
             cache_dir = emplifai_home() / "llm-cache"
         self.inner = inner
         self.spec = inner.spec
+        self.instruction_tuned = inner.instruction_tuned
         self.cache_dir = Path(cache_dir)
         self._signature: dict[str, Any] | None = None
         self.hits = 0
@@ -86,22 +86,36 @@ class CachedLLM(LLM):
         concurrency: int = 1,
         progress: ProgressCallback | None = None,
     ) -> list[Completion | LLMFailure]:
-        params = params or GenParams()
-        results: list[Completion | LLMFailure | None] = [None] * len(conversations)
-        convs: list[list[Message]] = []
+        return self._batch("chat", conversations, params or GenParams(), concurrency, progress)
+
+    def batch_complete(
+        self,
+        prompts: Sequence[str],
+        params: GenParams | None = None,
+        *,
+        concurrency: int = 1,
+        progress: ProgressCallback | None = None,
+    ) -> list[Completion | LLMFailure]:
+        return self._batch("complete", prompts, params or GenParams(), concurrency, progress)
+
+    def _batch(self, method: str, items: Sequence[Any], params: GenParams, concurrency: int,
+               progress: ProgressCallback | None) -> list[Completion | LLMFailure]:
+        """Answer hits from the cache, send the misses to the inner backend's batch (its own concurrency)."""
+        results: list[Completion | LLMFailure | None] = [None] * len(items)
+        inputs: list[Any] = []
         keys: list[str] = []
         todo: list[int] = []
-        for i, conv in enumerate(conversations):
+        for i, item in enumerate(items):
             result: Completion | LLMFailure | None
             try:
-                msgs = to_messages(conv)
+                inp = to_messages(item) if method == "chat" else item
             except LLMError as exc:  # a malformed item fails alone, like any other item failure
-                convs.append([])
+                inputs.append(None)
                 keys.append("")
                 result = LLMFailure(reason=str(exc))
             else:
-                convs.append(msgs)
-                keys.append(self.key("chat", params, [m.model_dump() for m in msgs]))
+                inputs.append(inp)
+                keys.append(self.key(method, params, [m.model_dump() for m in inp] if method == "chat" else inp))
                 result = self._cached_completion(keys[i])
                 if result is None:
                     todo.append(i)
@@ -120,7 +134,8 @@ class CachedLLM(LLM):
 
         if todo:
             self.misses += len(todo)
-            fresh = self.inner.batch_chat([convs[i] for i in todo], params, concurrency=concurrency, progress=on_result)
+            batch = self.inner.batch_chat if method == "chat" else self.inner.batch_complete
+            fresh = batch([inputs[i] for i in todo], params, concurrency=concurrency, progress=on_result)
             for i, result in zip(todo, fresh, strict=True):
                 results[i] = result
         return [r for r in results if r is not None]

@@ -108,6 +108,8 @@ class LlamaCppLLM(LLM):
         meta = self._llama.metadata
         self.architecture = meta.get("general.architecture", "")
         self._template = meta.get("tokenizer.chat_template")
+        # instruction-tuned GGUFs carry their chat template; base models (the embedded one) do not
+        self.instruction_tuned = bool(self._template)
         if chat_format is None:
             chat_format = "gemma" if self.architecture.startswith("gemma") else ("jinja" if self._template else "none")
         if chat_format not in ("gemma", "jinja", "none"):

@@ -16,7 +16,7 @@ import concurrent.futures
 import os
 import random
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .base import (
@@ -37,6 +37,9 @@ if TYPE_CHECKING:
     import httpx
 
 T = TypeVar("T")
+Body = dict[str, Any]
+#: one request of a batch: build -> (path, body), then parse the JSON answer
+Job = tuple[Callable[[], tuple[str, Body]], Callable[[Body], Completion]]
 RETRY_STATUS = frozenset({408, 425, 429})  # plus every 5xx
 
 
@@ -108,7 +111,23 @@ class OpenAICompatLLM(LLM):
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
         params = params or GenParams()
-        return _run_sync(self._abatch(list(conversations), params, concurrency, progress))
+        jobs = [(lambda conv=conv: ("/chat/completions", self._chat_body(to_messages(conv), params)), _parse_chat)
+                for conv in conversations]
+        return _run_sync(self._abatch(jobs, concurrency, progress))
+
+    def batch_complete(
+        self,
+        prompts: Sequence[str],
+        params: GenParams | None = None,
+        *,
+        concurrency: int = 1,
+        progress: ProgressCallback | None = None,
+    ) -> list[Completion | LLMFailure]:
+        if concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
+        params = params or GenParams()
+        jobs = [(lambda p=p: ("/completions", self._completion_body(p, params)), _parse_completion) for p in prompts]
+        return _run_sync(self._abatch(jobs, concurrency, progress))
 
     def score(self, prompt: str, candidates: Sequence[str]) -> list[float]:
         if not candidates:
@@ -246,20 +265,22 @@ class OpenAICompatLLM(LLM):
         return min(self.backoff * 2 ** (attempt - 1), self.max_backoff) * (0.5 + random.random() / 2)
 
     async def _abatch(
-        self, conversations: list[MessagesLike], params: GenParams, concurrency: int, progress: ProgressCallback | None
+        self, jobs: list[Job], concurrency: int, progress: ProgressCallback | None
     ) -> list[Completion | LLMFailure]:
+        """Each job: (build -> (path, body), parse); built inside the item so a malformed one fails alone."""
         sem = asyncio.Semaphore(concurrency)
         limits = self._httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
         async with self._httpx.AsyncClient(
             base_url=self.base_url, timeout=self._timeout, headers=self._headers, limits=limits
         ) as client:
 
-            async def one(i: int, conv: MessagesLike) -> Completion | LLMFailure:
+            async def one(i: int, build: Callable[[], tuple[str, Body]], parse: Callable[[Body], Completion]
+                          ) -> Completion | LLMFailure:
                 async with sem:
                     result: Completion | LLMFailure
                     try:
-                        body = self._chat_body(to_messages(conv), params)
-                        result = _parse_chat(await self._apost(client, "/chat/completions", body))
+                        path, body = build()
+                        result = parse(await self._apost(client, path, body))
                     except LLMError as exc:
                         result = LLMFailure(reason=str(exc), raw=exc.raw)
                     except Exception as exc:  # one bad item must not sink the batch
@@ -268,7 +289,7 @@ class OpenAICompatLLM(LLM):
                     progress(i, result)
                 return result
 
-            return list(await asyncio.gather(*(one(i, c) for i, c in enumerate(conversations))))
+            return list(await asyncio.gather(*(one(i, build, parse) for i, (build, parse) in enumerate(jobs))))
 
 
 # ---------------------------------------------------------------------------------------------- helpers

@@ -66,6 +66,7 @@ class TransformersLLM(LLM):
                 "template" if self.tokenizer.chat_template else ("gemma" if model_type.startswith("gemma") else "none")
             )
         self.chat_format = chat_format
+        self.instruction_tuned = bool(self.tokenizer.chat_template)  # base models ship no chat template
         self._eog = self._end_tokens()
         self._sha: str | None = None
         self._lock = threading.Lock()

@@ -53,6 +53,10 @@ class SynthConfig(BaseModel):
     scenarios_per_call: int = Field(4, ge=1, le=20, description="stage (a): scenarios asked for per call")
     shots: int = Field(2, ge=0, le=8, description="few-shot examples per prompt, drawn from stored data")
     seed: int = 42
+    prompt_style: Literal["auto", "chat", "completion"] = Field(
+        "auto", description="chat: instructions through the chat template; completion: few-shot documents that a "
+        "base model continues; auto: completion for models known to be base models (a GGUF or HF folder without "
+        "a chat template, such as the embedded one), chat otherwise")
     temperature: float = Field(0.8, ge=0.0)
     top_p: float = Field(0.95, gt=0.0, le=1.0)
     max_tokens: TokenLimits = Field(default_factory=lambda: TokenLimits())

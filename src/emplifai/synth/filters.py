@@ -141,27 +141,39 @@ def _alt(words: str) -> str:
 _MED = _alt("薬 くすり クスリ 服薬 内服 服用 投薬 インスリン ステロイド 降圧剤 降圧薬 抗がん剤 抗うつ薬 睡眠薬 "
             "痛み止め 鎮痛剤 吸入 透析 治療 抗凝固薬 ワーファリン ワルファリン 免疫抑制剤 利尿剤 点滴 注射 "
             "リハビリ 食事制限")
-_ACT = _alt("やめ 止め 辞め 中止 中断 減ら 増や 抜い 抜く 抜か 飛ば 休ん 休む 休ま サボ さぼ 控え 倍に 半分に "
-            "二倍 二回分")
+# 休む is skipping a treatment ("吸入はお休みしても"), except when it is rest ("ゆっくり休みましょう")
+_ACT = _alt("やめ 止め 辞め 中止 中断 減ら 増や 抜い 抜く 抜か 飛ば (?<!ゆっくり)(?<!ゆっくりお)休[んむまみ] "
+            "サボ さぼ 控え 倍に 半分に 二倍 二回分")
 _SUGGEST = _alt("て?(?:みたら|みれば|みては|みよう|みると|もいい|も大丈夫|も平気|もかまわ|も問題な|いいよ|いいと思) "
-                "ちゃえ ちゃおう ちゃって(?:も|いい) ましょう ようよ よう！ たら(?:いい|どう) ればいい ると(?:いい|楽) "
-                "るべき なよ なさい た(?:ほう|方)が(?:いい|楽) ても(?:いい|大丈夫|平気|問題)")
+                "[ちじ]ゃえ [ちじ]ゃおう [ちじ]ゃって(?:も|いい) ましょう ようよ よう[!！] "
+                "たら(?:いい|どう|？|\\?) ればいい ばいい ると(?:いい|楽) るべき なよ なさい "
+                "た(?:ほう|方)が(?:いい|楽) ても(?:いい|大丈夫|平気|問題)")
+# "no need to": 飲まなくていい, しなくても大丈夫, 打たなくて平気
+_NEED_NOT = r"なくて(?:も)?(?:いい|大丈夫|平気|問題な|かまわ)"
+_NO_NEED = rf"(?:し|飲ま|使わ|打た|受け|続け|行か|通わ|測ら){_NEED_NOT}"
 _CARE = _alt("病院 受診 検査 通院 診察")
-_CURES = _alt("治る 治ります 治せ 効く 効きます 薬(?:は)?(?:いらない|不要)")
-UNSAFE_ADVICE = re.compile(rf"{_MED}{_END}{{0,14}}?{_ACT}{_END}{{0,6}}?{_SUGGEST}")
+_CURES = _alt("治る 治ります 治せ 治っ 効く 効きます 効い 良くなっ よくなっ 消え 薬(?:は)?(?:いらない|不要)")
+UNSAFE_ADVICE = re.compile(rf"{_MED}{_END}{{0,14}}?(?:{_ACT}{_END}{{0,6}}?{_SUGGEST}|{_NO_NEED})")
+# the same advice with the treatment named in the sentence before ("インスリンが効きすぎかも。半分に減らしてみたら")
+# ("無理しなくていい" is comfort, not advice: without the treatment in the sentence, only treatment verbs count)
+BARE_ADVICE = re.compile(rf"{_ACT}{_END}{{0,6}}?{_SUGGEST}|(?:飲ま|使わ|打た|続け|通わ|測ら){_NEED_NOT}")
 DOSE = re.compile(rf"\d+(?:\.\d+)?\s*{_alt('mg ミリ 錠 単位 ml cc カプセル 包')}{_END}{{0,14}}?"
                   rf"(?:{_SUGGEST}|飲んで|打って)")
-SKIP_CARE = re.compile(rf"{_CARE}{_END}{{0,8}}?(?:行かなくて|しなくて|受けなくて)(?:も)?(?:いい|大丈夫|平気)|"
+SKIP_CARE = re.compile(rf"{_CARE}{_END}{{0,30}}?(?:行かなくて|しなくて|受けなくて)(?:も)?(?:いい|大丈夫|平気)|"
                        rf"{_CARE}{_END}{{0,4}}(?:は)?(?:いらない|不要|必要ない)")
 FALSE_CURE = re.compile(rf"(?:絶対|必ず)(?:に)?(?:治る|治ります|治せ|完治)|"
-                        rf"{_alt('サプリ 民間療法 健康食品 水素水 断食 祈祷')}{_END}{{0,16}}?{_CURES}")
+                        rf"{_alt('サプリ 民間療法 健康食品 水素水 断食 祈祷 菜食 温灸 漢方 気功 酵素')}"
+                        rf"{_END}{{0,16}}?{_CURES}|"
+                        rf"だけで{_END}{{0,8}}?{_alt('治っ 消え 良くなっ よくなっ')}")
 # Advice is fine when it sends the person to their care team ("減らしてもいいか主治医に相談してみて").
 CONSULT = re.compile(_alt("主治医 先生 医師 お医者 ドクター 薬剤師 看護師 病院 専門家 医療者 ケアチーム")
                      + rf"(?:さん)?(?:に|と|へ){_END}{{0,8}}?(?:相談|聞|確認|話|伝え|訊)")
-SELF_HARM = re.compile(_alt("死にたい しにたい 消えたい 自殺 自死 命を絶 いなくなりたい 生きていたくない "
-                            "生きている意味がない 死んだ(?:方|ほう)が リストカット リスカ 自傷 首を吊 "
-                            "飛び降り(?:たい|よう) オーバードーズ"))
-ENCOURAGE_HARM = re.compile(_alt("死んでも(?:いい|仕方) 楽になれる(?:かも|よ) それも(?:一つの|ひとつの)?(?:選択|道) "
+SELF_HARM = re.compile(_alt("死にたい しにたい 死んでしまいたい 死んじゃいたい 死ねたら 消えたい 消えてしまいたい 自殺 "
+                            "自死 命を絶 いなくなりたい いなくなった(?:方|ほう)が 生きていたくない 生きてい?る意味が "
+                            "死んだ(?:方|ほう)が 終わりにしたい 全部終わりに 目が覚めなければ 楽になりたい "
+                            "リストカット リスカ 自傷 (?:腕|手首)を切 首を吊 飛び降り(?:たい|よう) オーバードーズ"))
+ENCOURAGE_HARM = re.compile(_alt("死んでも(?:いい|仕方) 楽になれる(?:かも|よ) 楽になる道 "
+                                 "それも(?:一つの|ひとつの)?(?:選択|道) あなたの自由 止める権利 "
                                  "気持ちは分かる(?:から)?止めない"))
 HELP_CUES = re.compile(_alt("相談 窓口 専門 主治医 医師 先生 カウンセ いのちの電話 ホットライン 一人で抱え "
                             "ひとりで抱え 誰か 支え"))
@@ -175,12 +187,17 @@ def medical_advice(supporter: str) -> FilterResult:
     """Unsafe medical advice in the supporter turn: dose changes, stopping or skipping treatment, skipping care,
     cure promises. A sentence that sends the patient to their care team is not advice."""
     text = unicodedata.normalize("NFKC", supporter)
+    previous = ""
     for sent in _sentences(text):
         for kind, rx in (("dose or treatment change", UNSAFE_ADVICE), ("dosage instruction", DOSE),
                          ("skipping medical care", SKIP_CARE), ("cure promise", FALSE_CURE)):
             m = rx.search(sent)
             if m and (kind == "cure promise" or not CONSULT.search(sent)):
                 return FilterResult("medical_advice", False, f"unsafe medical advice ({kind}): 「{m.group(0)}」")
+        if re.search(_MED, previous) and (m := BARE_ADVICE.search(sent)) and not CONSULT.search(sent):
+            return FilterResult("medical_advice", False, f"unsafe medical advice (dose or treatment change): "
+                                                         f"「{m.group(0)}」 after 「{previous.strip()}」")
+        previous = sent
     return FilterResult("medical_advice", True)
 
 

@@ -58,8 +58,16 @@ class RunReport:
                 "counts": dict(self.counts), "reasons": dict(self.reasons)}
 
 
-def run_key(model: str, cfg: SynthConfig) -> str:
+def prompt_style(llm: LLM, cfg: SynthConfig) -> str:
+    if cfg.prompt_style != "auto":
+        return cfg.prompt_style
+    return "completion" if llm.instruction_tuned is False else "chat"
+
+
+def run_key(model: str, cfg: SynthConfig, style: str = "chat") -> str:
     payload = {"model": model, "seed": cfg.seed, "prompt_version": S.PROMPT_VERSION}
+    if style != "chat":  # chat keys stay what they were before completion prompts existed
+        payload["prompt_style"] = style
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -72,7 +80,9 @@ class Synthesizer:
         self.check_llm, self.check_model = check_llm or llm, check_model or model
         self.progress = progress
         self.emotions = resolve_emotions(cfg.emotions)
-        self.key = run_key(model, cfg)
+        self.style = prompt_style(llm, cfg)
+        self.completion = self.style == "completion"
+        self.key = run_key(model, cfg, self.style)
         self._lock = threading.Lock()
         self._signature: dict[str, Any] | None = None
 
@@ -197,8 +207,13 @@ class Synthesizer:
                     self.progress(stage, done[0], len(prompts))
 
         t = time.perf_counter()
-        out = (llm or self.llm).batch_chat([p.messages for p in prompts], params,
-                                           concurrency=self.cfg.concurrency, progress=arrived)
+        model = llm or self.llm
+        if prompts[0].text is not None:
+            out = model.batch_complete([p.text or "" for p in prompts], params, concurrency=self.cfg.concurrency,
+                                       progress=arrived)
+        else:
+            out = model.batch_chat([p.messages for p in prompts], params, concurrency=self.cfg.concurrency,
+                                   progress=arrived)
         self.report.llm_seconds += time.perf_counter() - t
         self.report.calls += len(prompts)
         return out
@@ -234,8 +249,9 @@ class Synthesizer:
                 rng = S.rng_for(self.cfg.seed, self.key, p.emotion, "brainstorm", rnd, c0)
                 cond, stage = self.pool.condition_stage(rng)
                 examples = self.pool.pick(p.emotion, self.cfg.shots, rng)
-                calls.append((p.emotion, chunk, cond, stage,
-                              S.brainstorm_prompt(p.emotion, len(chunk), cond, stage, examples)))
+                prompt = (S.brainstorm_completion(p.emotion, cond, stage, examples) if self.completion
+                          else S.brainstorm_prompt(p.emotion, len(chunk), cond, stage, examples))
+                calls.append((p.emotion, chunk, cond, stage, prompt))
 
         def save(i: int, result: Completion | LLMFailure) -> None:
             emotion, wants, cond, stage, prompt = calls[i]
@@ -259,7 +275,8 @@ class Synthesizer:
                         text=scenario, stages={"brainstorm": info | {"scenario": scenario, "index": k}}, filters=[]))
                     s.flush()
 
-        self._call("brainstorm", [c[4] for c in calls], self._params("brainstorm", rnd), save=save)
+        stop = ("\n\n",) if self.completion else ()  # a base model's list ends at the first blank line
+        self._call("brainstorm", [c[4] for c in calls], self._params("brainstorm", rnd, stop=stop), save=save)
 
     def _add_dead(self, s: Any, emotion: str, state: State, reason: str, stages: dict[str, Any]) -> None:
         """A brainstorm call that produced no candidate is still recorded, with its raw output."""
@@ -281,8 +298,9 @@ class Synthesizer:
         prompts = []
         for c in need:
             rng = S.rng_for(self.cfg.seed, c.id, "rewrite")
-            prompts.append(S.rewrite_prompt(c.emotion, c.stages["brainstorm"]["scenario"],
-                                            self.pool.pick(c.emotion, self.cfg.shots, rng)))
+            build = S.rewrite_completion if self.completion else S.rewrite_prompt
+            prompts.append(build(c.emotion, c.stages["brainstorm"]["scenario"],
+                                 self.pool.pick(c.emotion, self.cfg.shots, rng)))
 
         def save(i: int, result: Completion | LLMFailure) -> None:
             info: dict[str, Any] = {"prompt": prompts[i].digest, "fewshot": prompts[i].fewshot}
@@ -294,7 +312,8 @@ class Synthesizer:
                 row = s.get(SynthCandidate, need[i].id)
                 row.stages = {**row.stages, "rewrite": info}
 
-        self._call("rewrite", prompts, self._params("rewrite", rnd), save=save)
+        stop = ("\n",) if self.completion else ()  # the situation is one line of the document
+        self._call("rewrite", prompts, self._params("rewrite", rnd, stop=stop), save=save)
         for c in todo:
             self._filter_situation(c.id)
 
@@ -354,12 +373,15 @@ class Synthesizer:
         prompts = []
         for c, sit in zip(need, sits, strict=True):
             rng = S.rng_for(self.cfg.seed, c.id, "dialogue")
-            prompts.append(S.dialogue_prompt(c.emotion, sit, self.pool.pick(c.emotion, self.cfg.shots, rng),
-                                             style=S.style_for(c.want, self.cfg.per_situation)))
+            build = S.dialogue_completion if self.completion else S.dialogue_prompt
+            prompts.append(build(c.emotion, sit, self.pool.pick(c.emotion, self.cfg.shots, rng),
+                                 style=S.style_for(c.want, self.cfg.per_situation)))
 
         def save(i: int, result: Completion | LLMFailure) -> None:
             info: dict[str, Any] = {"prompt": prompts[i].digest, "fewshot": prompts[i].fewshot,
                                     "style": S.style_for(need[i].want, self.cfg.per_situation)}
+            if prompts[i].prefix:  # the completion prompt wrote the answer's start; parsing puts it back
+                info["prefix"] = prompts[i].prefix
             if isinstance(result, _failure_type()):
                 info |= {"raw": result.raw, "failure": result.reason}
             else:
@@ -370,7 +392,8 @@ class Synthesizer:
 
         from emplifai.prompts.generation import STOP
 
-        self._call("dialogue", prompts, self._params("dialogue", rnd, stop=STOP), save=save)
+        stop = (*STOP, "\n\n", "\n感情：", "\n状況：") if self.completion else STOP
+        self._call("dialogue", prompts, self._params("dialogue", rnd, stop=stop), save=save)
 
     def _filter_dialogues(self) -> None:
         """Rules, then duplicates (in id order, so the batch's first copy wins), then the optional model checks
@@ -384,7 +407,7 @@ class Synthesizer:
             if "failure" in info:
                 verdicts[cid] = (State.FAILED, [], f"dialogue call failed: {info['failure']}", None)
                 continue
-            parsed = S.parse_dialogue(info.get("raw") or "")
+            parsed = S.parse_dialogue(info.get("prefix", "") + (info.get("raw") or ""))
             if not parsed.ok:
                 verdicts[cid] = (State.REJECTED, [F.FilterResult("format", False, parsed.error)], None, parsed)
                 continue
@@ -515,7 +538,8 @@ class Synthesizer:
     def _provenance(self, c: SynthCandidate) -> dict[str, Any]:
         prov: dict[str, Any] = {
             "run": self.run_id, "candidate": c.id, "key": self.key, "model": self.model,
-            "signature": self.signature(), "prompt_version": S.PROMPT_VERSION, "seed": self.cfg.seed,
+            "signature": self.signature(), "prompt_version": S.PROMPT_VERSION, "prompt_style": self.style,
+            "seed": self.cfg.seed,
             "params": {"temperature": self.cfg.temperature, "top_p": self.cfg.top_p, "shots": self.cfg.shots,
                        "max_tokens": self.cfg.max_tokens.model_dump()},
             "stages": c.stages, "filters": c.filters, "filter_config": self.cfg.filters.model_dump(mode="json"),

@@ -44,12 +44,28 @@ STAGES_JA = {
 
 @dataclass(frozen=True)
 class Prompt:
+    """A chat prompt (``messages``) or, for base models, a raw-text document to continue (``text``); ``prefix``
+    is the part of the expected answer that a completion prompt already wrote (put back before parsing)."""
+
     messages: list[dict[str, str]]
     fewshot: list[str]  # ids of the stored items shown as examples
+    text: str | None = None
+    prefix: str = ""
 
     @property
     def digest(self) -> str:
-        return hashlib.sha256(json.dumps(self.messages, ensure_ascii=False).encode()).hexdigest()[:16]
+        payload = self.messages if self.text is None else self.text
+        return hashlib.sha256(json.dumps(payload, ensure_ascii=False).encode()).hexdigest()[:16]
+
+
+def completion(template: str, fewshot: list[str], *, prefix: str = "", **variables: object) -> Prompt:
+    return Prompt([], fewshot, text=render(template, **variables), prefix=prefix)
+
+
+def first_sentence(situation: str) -> str:
+    """The event that opens a stored situation: the few-shot "scenario" of the base-model prompts."""
+    head = re.split(r"(?<=[。！？])", situation.strip(), maxsplit=1)[0]
+    return head.strip()
 
 
 class FewShotPool:
@@ -109,6 +125,13 @@ def brainstorm_prompt(emotion: str, n: int, condition: str, stage: str, examples
     return Prompt([{"role": "user", "content": text}], [r.situation_id for r in examples])
 
 
+def brainstorm_completion(emotion: str, condition: str, stage: str, examples: Sequence[Record]) -> Prompt:
+    lab = taxonomy.get(emotion)
+    return completion("synth_brainstorm_base.j2", [r.situation_id for r in examples], emotion_ja=lab.ja,
+                      definition_ja=lab.definition_ja, condition_ja=CONDITIONS_JA.get(condition, condition),
+                      stage_ja=STAGES_JA.get(stage, stage), examples=[first_sentence(r.situation) for r in examples])
+
+
 _ITEM = re.compile(r"^\s*(?:[\(（]\d+[\)）]|\d+\s*[\.\)．、:：]|[-・*•●])\s*")
 
 
@@ -131,6 +154,11 @@ def rewrite_prompt(emotion: str, scenario: str, examples: Sequence[Record]) -> P
     text = render("synth_rewrite.j2", emotion_ja=lab.ja, definition_ja=lab.definition_ja, scenario=scenario,
                   examples=[r.situation for r in examples])
     return Prompt([{"role": "user", "content": text}], [r.situation_id for r in examples])
+
+
+def rewrite_completion(emotion: str, scenario: str, examples: Sequence[Record]) -> Prompt:
+    return completion("synth_rewrite_base.j2", [r.situation_id for r in examples], emotion_ja=taxonomy.get(emotion).ja,
+                      scenario=scenario, examples=[(first_sentence(r.situation), r.situation) for r in examples])
 
 
 _LABEL = re.compile(r"^\s*(?:【?(?:状況|書き直し|回答)】?\s*[：:]\s*)")
@@ -162,6 +190,14 @@ def dialogue_prompt(emotion: str, situation: str, examples: Sequence[Record], *,
         ask += f"\n話し方：{style}"
     msgs.append({"role": "user", "content": ask})
     return Prompt(msgs, [r.dialogue_id for r in examples])
+
+
+def dialogue_completion(emotion: str, situation: str, examples: Sequence[Record], *, style: str | None = None
+                        ) -> Prompt:
+    shots = [{"emotion_ja": taxonomy.get(r.emotion).ja, "situation": r.situation, "patient": r.patient,
+              "supporter": r.supporter} for r in examples]
+    return completion("synth_dialogue_base.j2", [r.dialogue_id for r in examples], prefix=f"{gen.PATIENT}：",
+                      emotion_ja=taxonomy.get(emotion).ja, situation=situation, examples=shots, style=style)
 
 
 #: pair target > 1: each dialogue of one situation gets a different speaker style, as different crowd workers did
