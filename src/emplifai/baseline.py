@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
-from emplifai import taxonomy
+from emplifai import dist_version, taxonomy
 from emplifai.errors import UserError
 from emplifai.io import Record
 
@@ -23,12 +22,6 @@ SPEC = "baseline:tfidf-lr"
 VERSION = "tfidf-lr-v1"
 PARAMS: dict[str, Any] = {"ngram_range": [1, 2], "min_df": 1, "sublinear_tf": True, "C": 10.0, "max_iter": 2000}
 
-
-def _version(dist: str) -> str | None:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 def text_of(r: Record) -> str:
@@ -57,8 +50,8 @@ class TfidfBaseline:
     def signature(self) -> dict[str, Any]:
         return {
             "backend": "scikit-learn", "model": VERSION, "params": PARAMS, "seed": self.seed,
-            "versions": {"scikit-learn": _version("scikit-learn"), "fugashi": _version("fugashi"),
-                         "unidic-lite": _version("unidic-lite")},
+            "versions": {"scikit-learn": dist_version("scikit-learn"), "fugashi": dist_version("fugashi"),
+                         "unidic-lite": dist_version("unidic-lite")},
         }
 
     def fit(self, train: Sequence[Record]) -> TfidfBaseline:

@@ -30,12 +30,12 @@ import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from emplifai import dist_version
 from emplifai.errors import UserError
 
 FINETUNE_VERSION = "finetune-v1"
@@ -393,7 +393,7 @@ def export_gguf_adapter(adapter_dir: Path, out_path: Path, model_config: dict[st
     writer.write_tensors_to_file()
     writer.close()
     os.replace(tmp, out_path)
-    return {"arch": arch, "tensors": len(writer_items), "sha256": _sha256(out_path), "gguf": _version("gguf")}
+    return {"arch": arch, "tensors": len(writer_items), "sha256": _sha256(out_path), "gguf": dist_version("gguf")}
 
 
 # ------------------------------------------------------------------------------------------------- plot
@@ -596,7 +596,7 @@ def run(cfg: FinetuneConfig, out: str | os.PathLike[str], db: str | None = None,
         "config": cfg.model_dump(mode="json"),
         "split": {"name": cfg.split_name, "manifest_id": manifest_id, "train_examples": len(train_ex),
                   "validation_examples": len(val_ex)},
-        "prompt_version": _prompt_version(),
+        "prompt_version": _promptdist_version(),
         "loss_mask": mask,
         "eval_loss_before": eval_before,
         "eval_losses": [{"epoch": h.get("epoch"), "step": h["step"], "eval_loss": h["eval_loss"]}
@@ -615,7 +615,7 @@ def run(cfg: FinetuneConfig, out: str | os.PathLike[str], db: str | None = None,
         # this process trained (equal before/after when a resumed run had nothing left to do)
         "fingerprints": {"base": base_fingerprint, "lora_before": lora_before, "lora_after": lora_after},
         "gguf_adapter": gguf_info,
-        "versions": {k: _version(k) for k in ("torch", "transformers", "peft", "trl", "gguf", "emplifai")},
+        "versions": {k: dist_version(k) for k in ("torch", "transformers", "peft", "trl", "gguf", "emplifai")},
         "log_history": history,
     }
     tmp_m = out / "metrics.json.tmp"
@@ -645,7 +645,7 @@ def _build_info(base: Path | str) -> dict[str, Any] | None:
     return build_info(Path(base)) if isinstance(base, Path) else None
 
 
-def _prompt_version() -> str:
+def _promptdist_version() -> str:
     from emplifai.prompts.generation import PROMPT_VERSION
 
     return PROMPT_VERSION
@@ -658,9 +658,3 @@ def _sha256(path: Path) -> str:
             digest.update(block)
     return digest.hexdigest()
 
-
-def _version(dist: str) -> str | None:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None

