@@ -89,10 +89,19 @@ def test_synth_through_a_real_openai_compatible_server(pg_url: str, tmp_path: Pa
                                      "--prompt-style", "completion", "--concurrency", "2", "--json", "--db", pg_url])
     assert r.exit_code == 0, r.output
     report = json.loads(r.output[r.output.index("{"):])
-    assert report["counts"]["accepted_dialogues"] == 1 and sadness_dialogues(store) == 31
+    # The server reuses its prompt cache across requests, so its sampled text is not reproducible run to run
+    # (unlike the in-process model above): whether the 270M model's item survives the filters is not asserted.
+    accepted = report["counts"].get("accepted_dialogues", 0)
+    assert report["calls"] >= 3 and accepted <= 1 and sadness_dialogues(store) == 30 + accepted
     with store.sessions() as s:
-        d = s.scalars(select(Dialogue).where(Dialogue.source == "synthetic")).one()
-        prov = d.meta["synth"]
-        assert prov["model"] == spec and prov["prompt_style"] == "completion" and d.status == "pending"
-        assert prov["signature"]["backend"] == "openai-compatible"
+        cands = s.scalars(select(SynthCandidate)).all()
+        assert cands and all(c.state in State.terminal() for c in cands)
+        assert all(c.reason for c in cands if c.state != State.ACCEPTED)
+        assert all(c.stages["brainstorm"]["raw"] is not None for c in cands if c.kind == "situation")
+        done = [c for c in cands if c.kind == "dialogue" and "dialogue" in c.stages]
+        assert all(c.stages["dialogue"]["prefix"] == "患者：" for c in done)
+        for d in s.scalars(select(Dialogue).where(Dialogue.source == "synthetic")):
+            prov = d.meta["synth"]
+            assert prov["model"] == spec and prov["prompt_style"] == "completion" and d.status == "pending"
+            assert prov["signature"]["backend"] == "openai-compatible"
     store.dispose()

@@ -208,7 +208,8 @@ class BertScorer:
             for (c, r), row in zip(missing, out.tolist(), strict=True):
                 cache.data[_PairCache.key(c, r)] = row
             cache.save()
-        return {p: PRF(*cache.data[_PairCache.key(*p)]) for p in wanted}
+        # greedy cosine matching cannot exceed 1; float32 rounding gives 1.0000001 for identical texts
+        return {p: PRF(*(min(v, 1.0) for v in cache.data[_PairCache.key(*p)])) for p in wanted}
 
 
 def _check_special_tokens(tokenizer: Any, folder: Path) -> None:
