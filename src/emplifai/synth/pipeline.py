@@ -302,20 +302,27 @@ class Synthesizer:
             prompts.append(build(c.emotion, c.stages["brainstorm"]["scenario"],
                                  self.pool.pick(c.emotion, self.cfg.shots, rng)))
 
-        def save(i: int, result: Completion | LLMFailure) -> None:
-            info: dict[str, Any] = {"prompt": prompts[i].digest, "fewshot": prompts[i].fewshot}
-            if isinstance(result, _failure_type()):
-                info |= {"raw": result.raw, "failure": result.reason}
-            else:
-                info |= {"raw": result.text, "finish_reason": result.finish_reason}
-            with self.store.session() as s:
-                row = s.get(SynthCandidate, need[i].id)
-                row.stages = {**row.stages, "rewrite": info}
-
+        save = self._saver("rewrite", [c.id for c in need], [{"prompt": p.digest, "fewshot": p.fewshot}
+                                                              for p in prompts])
         stop = ("\n",) if self.completion else ()  # the situation is one line of the document
         self._call("rewrite", prompts, self._params("rewrite", rnd, stop=stop), save=save)
         for c in todo:
             self._filter_situation(c.id)
+
+    def _saver(self, stage: str, ids: list[str], infos: list[dict[str, Any]]
+               ) -> Callable[[int, Completion | LLMFailure], None]:
+        """Write call i's output (raw text, or the failure and its raw text) into its candidate as it arrives."""
+
+        def save(i: int, result: Completion | LLMFailure) -> None:
+            if isinstance(result, _failure_type()):
+                out = {"raw": result.raw, "failure": result.reason}
+            else:
+                out = {"raw": result.text, "finish_reason": result.finish_reason}
+            with self.store.session() as s:
+                row = s.get(SynthCandidate, ids[i])
+                row.stages = {**row.stages, stage: infos[i] | out}
+
+        return save
 
     def _filter_situation(self, cid: str) -> None:
         with self.store.session() as s:
@@ -377,19 +384,13 @@ class Synthesizer:
             prompts.append(build(c.emotion, sit, self.pool.pick(c.emotion, self.cfg.shots, rng),
                                  style=S.style_for(c.want, self.cfg.per_situation)))
 
-        def save(i: int, result: Completion | LLMFailure) -> None:
-            info: dict[str, Any] = {"prompt": prompts[i].digest, "fewshot": prompts[i].fewshot,
-                                    "style": S.style_for(need[i].want, self.cfg.per_situation)}
-            if prompts[i].prefix:  # the completion prompt wrote the answer's start; parsing puts it back
-                info["prefix"] = prompts[i].prefix
-            if isinstance(result, _failure_type()):
-                info |= {"raw": result.raw, "failure": result.reason}
-            else:
-                info |= {"raw": result.text, "finish_reason": result.finish_reason}
-            with self.store.session() as s:
-                row = s.get(SynthCandidate, need[i].id)
-                row.stages = {**row.stages, "dialogue": info}
-
+        infos: list[dict[str, Any]] = []
+        for c, p in zip(need, prompts, strict=True):
+            style = S.style_for(c.want, self.cfg.per_situation)
+            infos.append({"prompt": p.digest, "fewshot": p.fewshot, "style": style})
+            if p.prefix:  # the completion prompt wrote the answer's start; parsing puts it back
+                infos[-1]["prefix"] = p.prefix
+        save = self._saver("dialogue", [c.id for c in need], infos)
         from emplifai.prompts.generation import STOP
 
         stop = (*STOP, "\n\n", "\n感情：", "\n状況：") if self.completion else STOP
