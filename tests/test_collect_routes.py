@@ -195,3 +195,34 @@ def test_rating_task_writes_ratings(app) -> None:  # type: ignore[no-untyped-def
     assert {(r.generation_id, r.metric): r.score for r in rows}[(shown[0], "comprehensibility")] == 1
     assert {(r.generation_id, r.metric): r.score for r in rows}[(shown[1], "general_empathy")] == 3
     assert {r.rater for r in rows} == {"w1"} and {r.file for r in rows} == {None}
+
+
+def test_synthetic_items_are_reviewed_in_the_web_app(app, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Items from `emplifai synth` (no campaign, no claim) get the same decisions and history as crowd work."""
+    from emplifai.synth import SynthConfig, Synthesizer
+    from synth_fixtures import RuleLLM
+    from test_synth_pipeline import load_subset
+
+    store = app.state.store
+    load_subset(store, tmp_path, drop={"Grief": 3})
+    Synthesizer(store, RuleLLM(), SynthConfig(emotions=("Grief",), per_situation=2), model="fake:rules").run()
+    with store.sessions() as s:
+        ids = list(s.scalars(select(Dialogue.id).where(Dialogue.source == "synthetic").order_by(Dialogue.id)))
+    a, b, _ = ids
+    rev, boss, w1 = client(app, "rev"), client(app, "boss"), client(app, "w1")
+    page = rev.get("/synthetic").text
+    assert "合成データの審査" in page and "審査待ち（3 件）" in page and all(i in page for i in ids)
+    assert w1.get("/synthetic", follow_redirects=False).status_code in (303, 403)  # workers do not review
+    r = post(rev, f"/synthetic/{a}/approve", page="/synthetic")
+    assert r.status_code == 303 and r.headers["location"] == "/synthetic?msg=approved"
+    assert post(rev, f"/synthetic/{b}/reject", page="/synthetic").status_code == 400  # a reason is required
+    assert post(rev, f"/synthetic/{b}/flag", {"reason": "不自然な言い回し"}, page="/synthetic").status_code == 303
+    assert post(rev, f"/synthetic/{b}/remove", {"reason": "x"}, page="/synthetic").status_code == 403  # lead only
+    assert "要確認（1 件）" in boss.get("/synthetic?status=flagged").text
+    assert post(boss, f"/synthetic/{b}/remove", {"reason": "意味が通らない"}, page="/synthetic").status_code == 303
+    assert post(rev, f"/synthetic/{a}/approve", page="/synthetic").status_code == 400  # already approved
+    with store.sessions() as s:
+        assert [s.get(Dialogue, i).status for i in ids] == ["approved", "removed", "pending"]
+        ev = s.scalars(select(ReviewEvent).where(ReviewEvent.entity_id == b).order_by(ReviewEvent.id)).all()
+        assert [(e.actor, e.action, e.reason) for e in ev] == [("rev", "flag", "不自然な言い回し"),
+                                                               ("boss", "remove", "意味が通らない")]

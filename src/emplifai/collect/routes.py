@@ -43,7 +43,7 @@ from emplifai.prompts.generation import instruction
 from emplifai.store import repo
 from emplifai.store.collect import Campaign, Claim, ClaimStatus, Kind, PayEntry, Role, Task, User
 from emplifai.store.evaluation import METRICS
-from emplifai.store.models import Dialogue, Situation
+from emplifai.store.models import Action, Dialogue, Situation, Source, Status
 
 router = APIRouter()
 Worker = Annotated[Ctx, Depends(guard(Role.WORKER))]
@@ -318,6 +318,33 @@ def modify(ctx: Staff, claim_id: int, situation: OptText = None, patient: OptTex
     fields = {k: v for k, v in (("situation", situation), ("patient", patient), ("supporter", supporter)) if v}
     return _act(ctx, lambda: review.modify(store_of(ctx.request), claim_id, ctx.user, fields, reason),
                 "modified", f"/review/{claim_id}")
+
+
+# --------------------------------------------------------------------------------------- synthetic items
+# Synthetic items (`emplifai synth`) come from no campaign, so they have no claim, pay or rejection cap; the
+# decisions and the history are the same as for crowd work (emplifai.review, also `emplifai dataset decide`).
+SYNTH_MSG = {"approve": "approved", "reject": "rejected", "flag": "flagged", "keep": "kept", "remove": "removed"}
+
+
+@router.get("/synthetic")
+def synthetic_queue(ctx: Staff, status: str = "pending") -> Response:
+    from emplifai import review as items
+
+    st = Status(status) if status in {x.value for x in Status} else Status.PENDING
+    rows = items.queue(store_of(ctx.request), status=st, source=str(Source.SYNTHETIC))
+    return _page(ctx, "synthetic.html", rows=rows, status=str(st), lead=Role(ctx.user.role) in LEADS)
+
+
+@router.post("/synthetic/{dialogue_id}/{action}", dependencies=[CSRF])
+def synthetic_decide(ctx: Staff, dialogue_id: str, action: str, reason: OptText = None) -> Response:
+    from emplifai import review as items
+
+    if action not in SYNTH_MSG:
+        raise HTTPException(404, "不明な操作です")
+    if action in ("keep", "remove") and Role(ctx.user.role) not in LEADS:
+        raise HTTPException(403, "残す・削除はリーダーの操作です")
+    return _act(ctx, lambda: items.decide(store_of(ctx.request), [dialogue_id], Action(action),
+                                          actor=ctx.user.username, reason=reason), SYNTH_MSG[action], "/synthetic")
 
 
 # --------------------------------------------------------------------------------------------------- lead
