@@ -23,7 +23,6 @@ VERSION = "tfidf-lr-v1"
 PARAMS: dict[str, Any] = {"ngram_range": [1, 2], "min_df": 1, "sublinear_tf": True, "C": 10.0, "max_iter": 2000}
 
 
-
 def text_of(r: Record) -> str:
     return "\n".join((r.situation, r.patient, r.supporter))
 

@@ -54,7 +54,6 @@ SCORER_VERSION = 1
 UNPARSED_COL = "(unparsed)"
 
 
-
 def _sig_hash(sig: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(sig, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

@@ -143,11 +143,10 @@ def review(
     """The review queue outside campaigns (synthetic items): dialogues in a status, with filter flags."""
     from emplifai import review as rv
     from emplifai.store.models import Status
+    from emplifai.synth.targeting import resolve_emotions
 
     if status not in {s.value for s in Status}:
         raise UserError(f"--status must be one of {', '.join(s.value for s in Status)}, not {status!r}")
-    from emplifai.synth.targeting import resolve_emotions
-
     names = [e.strip() for x in emotions or [] for e in x.split(",") if e.strip()]
     emos = resolve_emotions(names) if names else None
     items = rv.queue(open_store(db), status=Status(status), source=source, emotions=emos, limit=limit)

@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
+from emplifai import review as dataset_review
 from emplifai import taxonomy
 from emplifai.collect import accounts, assign, campaigns, review
 from emplifai.collect.app import (
@@ -328,23 +329,22 @@ SYNTH_MSG = {"approve": "approved", "reject": "rejected", "flag": "flagged", "ke
 
 @router.get("/synthetic")
 def synthetic_queue(ctx: Staff, status: str = "pending") -> Response:
-    from emplifai import review as items
-
     st = Status(status) if status in {x.value for x in Status} else Status.PENDING
-    rows = items.queue(store_of(ctx.request), status=st, source=str(Source.SYNTHETIC))
+    rows = dataset_review.queue(store_of(ctx.request), status=st, source=str(Source.SYNTHETIC))
     return _page(ctx, "synthetic.html", rows=rows, status=str(st), lead=Role(ctx.user.role) in LEADS)
 
 
 @router.post("/synthetic/{dialogue_id}/{action}", dependencies=[CSRF])
 def synthetic_decide(ctx: Staff, dialogue_id: str, action: str, reason: OptText = None) -> Response:
-    from emplifai import review as items
-
     if action not in SYNTH_MSG:
         raise HTTPException(404, "不明な操作です")
     if action in ("keep", "remove") and Role(ctx.user.role) not in LEADS:
         raise HTTPException(403, "残す・削除はリーダーの操作です")
-    return _act(ctx, lambda: items.decide(store_of(ctx.request), [dialogue_id], Action(action),
-                                          actor=ctx.user.username, reason=reason), SYNTH_MSG[action], "/synthetic")
+    def decide() -> None:
+        dataset_review.decide(store_of(ctx.request), [dialogue_id], Action(action), actor=ctx.user.username,
+                              reason=reason)
+
+    return _act(ctx, decide, SYNTH_MSG[action], "/synthetic")
 
 
 # --------------------------------------------------------------------------------------------------- lead

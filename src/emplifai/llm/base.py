@@ -177,9 +177,7 @@ class LLM(abc.ABC):
         The default runs sequentially (in-process models hold one context and gain nothing from threads);
         HTTP backends override it with bounded concurrency. A failing item becomes an :class:`LLMFailure`.
         """
-        if concurrency < 1:
-            raise ValueError("concurrency must be >= 1")
-        return self._each(conversations, self._chat_or_failure, params, progress)
+        return self._each(conversations, self._chat_or_failure, params, concurrency, progress)
 
     def batch_complete(
         self,
@@ -190,13 +188,14 @@ class LLM(abc.ABC):
         progress: ProgressCallback | None = None,
     ) -> list[Completion | LLMFailure]:
         """``batch_chat`` for raw-text prompts (few-shot prompting of base models)."""
-        if concurrency < 1:
-            raise ValueError("concurrency must be >= 1")
-        return self._each(prompts, self._complete_or_failure, params, progress)
+        return self._each(prompts, self._complete_or_failure, params, concurrency, progress)
 
     @staticmethod
     def _each(items: Sequence[Any], call: Callable[[Any, GenParams | None], Completion | LLMFailure],
-              params: GenParams | None, progress: ProgressCallback | None) -> list[Completion | LLMFailure]:
+              params: GenParams | None, concurrency: int, progress: ProgressCallback | None
+              ) -> list[Completion | LLMFailure]:
+        if concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
         results: list[Completion | LLMFailure] = []
         for i, item in enumerate(items):
             results.append(call(item, params))

@@ -351,4 +351,3 @@ def _set_log_level(llama_cpp: Any, verbose: bool) -> None:
 
         _LOG_CALLBACK = callback  # keep a reference: ctypes callbacks must outlive their registration
         llama_cpp.llama_log_set(_LOG_CALLBACK, ctypes.c_void_p(0))
-

@@ -220,4 +220,3 @@ class TransformersLLM(LLM):
 
     def _n_ctx(self) -> int:
         return int(getattr(self.model.config, "max_position_embeddings", 0) or 2048)
-

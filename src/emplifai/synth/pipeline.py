@@ -81,10 +81,14 @@ class Synthesizer:
         self.progress = progress
         self.emotions = resolve_emotions(cfg.emotions)
         self.style = prompt_style(llm, cfg)
-        self.completion = self.style == "completion"
         self.key = run_key(model, cfg, self.style)
         self._lock = threading.Lock()
         self._signature: dict[str, Any] | None = None
+
+    @property
+    def completion(self) -> bool:
+        """Few-shot documents through ``complete`` (base models) instead of chat instructions."""
+        return self.style == "completion"
 
     # ------------------------------------------------------------------------------------------ planning
     def plan(self, limit: int | None = None) -> list[EmotionPlan]:
@@ -295,10 +299,10 @@ class Synthesizer:
                 SynthCandidate.kind == Kind.SITUATION, SynthCandidate.state == State.SCENARIO,
             ).order_by(SynthCandidate.id)))
         need = [c for c in todo if "rewrite" not in c.stages]
+        build = S.rewrite_completion if self.completion else S.rewrite_prompt
         prompts = []
         for c in need:
             rng = S.rng_for(self.cfg.seed, c.id, "rewrite")
-            build = S.rewrite_completion if self.completion else S.rewrite_prompt
             prompts.append(build(c.emotion, c.stages["brainstorm"]["scenario"],
                                  self.pool.pick(c.emotion, self.cfg.shots, rng)))
 
@@ -377,16 +381,13 @@ class Synthesizer:
         with self.store.sessions() as s:
             need = [c for c in self._open_dialogues(s) if "dialogue" not in c.stages]
             sits = [self._situation_text(s, c) for c in need]
-        prompts = []
+        build = S.dialogue_completion if self.completion else S.dialogue_prompt
+        prompts, infos = [], []
         for c, sit in zip(need, sits, strict=True):
             rng = S.rng_for(self.cfg.seed, c.id, "dialogue")
-            build = S.dialogue_completion if self.completion else S.dialogue_prompt
-            prompts.append(build(c.emotion, sit, self.pool.pick(c.emotion, self.cfg.shots, rng),
-                                 style=S.style_for(c.want, self.cfg.per_situation)))
-
-        infos: list[dict[str, Any]] = []
-        for c, p in zip(need, prompts, strict=True):
             style = S.style_for(c.want, self.cfg.per_situation)
+            p = build(c.emotion, sit, self.pool.pick(c.emotion, self.cfg.shots, rng), style=style)
+            prompts.append(p)
             infos.append({"prompt": p.digest, "fewshot": p.fewshot, "style": style})
             if p.prefix:  # the completion prompt wrote the answer's start; parsing puts it back
                 infos[-1]["prefix"] = p.prefix
