@@ -157,3 +157,35 @@ def test_rating_task_in_browser(browser, server, tmp_path: Path) -> None:  # typ
         rows = s.scalars(select(Rating)).all()
     assert len(rows) == 70 and {r.score for r in rows} == {4} and {r.metric for r in rows} == set(METRICS)
     assert {(r.rater, r.origin, r.group_no) for r in rows} == {("rater1", "web", 1)}
+
+
+def test_synthetic_items_reviewed_in_the_browser(browser, server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """`emplifai synth` output reaches reviewers through the 合成データ page of a real server."""
+    from emplifai.synth import SynthConfig, Synthesizer
+    from synth_fixtures import RuleLLM
+    from test_synth_pipeline import load_subset
+
+    url, store = server
+    load_subset(store, tmp_path, drop={"Grief": 2})
+    Synthesizer(store, RuleLLM(), SynthConfig(emotions=("Grief",)), model="fake:rules").run()
+    with store.sessions() as s:
+        first, second = s.scalars(select(Dialogue.id).where(Dialogue.source == "synthetic").order_by(Dialogue.id))
+    rev = _login(browser, url, "rev")
+    rev.get_by_role("link", name="合成データ").click()
+    assert "審査待ち（2 件）" in rev.content() and first in rev.content() and second in rev.content()
+    _shot(rev, tmp_path, "synthetic-queue")
+    rev.locator(f"[id='{first}'] button", has_text="承認").click()
+    assert "承認しました" in rev.content()
+    card = rev.locator(f"[id='{second}']")
+    card.locator("form[action$='/flag'] input[name=reason]").fill("言い回しが不自然")
+    card.get_by_role("button", name="要確認にする").click()
+    boss = _login(browser, url, "boss")
+    boss.goto("/synthetic?status=flagged")
+    card = boss.locator(f"[id='{second}']")
+    card.locator("input[name=reason]").last.fill("意味が通らない")
+    card.get_by_role("button", name="削除する").click()
+    assert "削除しました" in boss.content()
+    with store.sessions() as s:
+        assert [s.get(Dialogue, i).status for i in (first, second)] == ["approved", "removed"]
+        ev = s.scalars(select(ReviewEvent).where(ReviewEvent.entity_id == second).order_by(ReviewEvent.id)).all()
+        assert [(e.actor, e.action) for e in ev][-2:] == [("rev", "flag"), ("boss", "remove")]
