@@ -226,3 +226,23 @@ def test_synthetic_items_are_reviewed_in_the_web_app(app, tmp_path) -> None:  # 
         ev = s.scalars(select(ReviewEvent).where(ReviewEvent.entity_id == b).order_by(ReviewEvent.id)).all()
         assert [(e.actor, e.action, e.reason) for e in ev] == [("rev", "flag", "不自然な言い回し"),
                                                                ("boss", "remove", "意味が通らない")]
+
+
+def test_export_scope_never_reaches_a_path(app, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Regression: `scope` was put into the export's file name, so `../..` overwrote and deleted any file."""
+    victim = tmp_path / "srv" / "notes" / "victim"
+    victim.parent.mkdir(parents=True)
+    victim.write_text("keep me", encoding="utf-8")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr("tempfile.tempdir", str(scratch))
+    boss = client(app, "boss")
+    traversal = "../" * 12 + str(victim).lstrip("/")
+    for scope in (traversal, "a/b", "x" * 300, "pending", ""):
+        r = boss.get("/export", params={"fmt": "jsonl", "scope": scope})
+        assert r.status_code == 400 and "範囲" in r.text, scope
+    assert victim.read_text(encoding="utf-8") == "keep me"
+    for scope, fmt in (("approved", "jsonl"), ("live", "csv"), ("live", "parquet")):
+        r = boss.get("/export", params={"fmt": fmt, "scope": scope})
+        assert r.status_code == 200 and f'filename="emplifai-{scope}.{fmt}"' in r.headers["content-disposition"]
+    assert list(scratch.iterdir()) == []  # every temporary folder removed after the download

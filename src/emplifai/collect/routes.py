@@ -6,6 +6,7 @@ looked up in MESSAGES, never text taken from the URL.
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -397,21 +398,27 @@ def ledger_csv(ctx: Lead, campaign_id: int) -> Response:
         "content-disposition": f'attachment; filename="ledger-{camp.name}.csv"'})
 
 
+# What each export scope contains. Request input only picks a key here: it never reaches a file path.
+EXPORT_SCOPES: dict[str, tuple[str, ...]] = {"approved": ("approved",), "live": ("pending", "approved", "flagged")}
+EXPORT_FORMATS = ("jsonl", "csv", "parquet")
+
+
 @router.get("/export")
 def export(ctx: Lead, background: BackgroundTasks, fmt: str = "jsonl", scope: str = "approved") -> Response:
-    if fmt not in ("jsonl", "csv", "parquet"):
+    if fmt not in EXPORT_FORMATS:
         raise HTTPException(400, "形式は jsonl, csv, parquet のいずれかです")
-    statuses = ["approved"] if scope == "approved" else ["pending", "approved", "flagged"]
+    if scope not in EXPORT_SCOPES:
+        raise HTTPException(400, "範囲は approved（承認済みのみ）か live（削除以外すべて）です")
+    name = f"emplifai-{scope}.{fmt}"  # both checked against the tables above
     tmp = Path(tempfile.mkdtemp(prefix="emplifai-export-"))
-    out = tmp / f"emplifai-{scope}.{fmt}"
-    export_store(store_of(ctx.request), out, fmt, statuses=statuses)  # type: ignore[arg-type]
-
-    def cleanup() -> None:
-        out.unlink(missing_ok=True)
-        tmp.rmdir()
-
-    background.add_task(cleanup)
-    return FileResponse(out, filename=out.name)
+    try:
+        out = tmp / name
+        export_store(store_of(ctx.request), out, fmt, statuses=list(EXPORT_SCOPES[scope]))  # type: ignore[arg-type]
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    background.add_task(shutil.rmtree, tmp, ignore_errors=True)
+    return FileResponse(out, filename=name)
 
 
 # -------------------------------------------------------------------------------------------------- admin
