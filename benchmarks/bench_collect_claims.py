@@ -70,7 +70,7 @@ def setup(url: str, workers: int, target: int) -> int:
     from emplifai.store.db import Store
 
     store = Store(url)
-    with store.session() as s:
+    with store.transaction() as s:
         camp = create_campaign(s, "bench", round1_target=target, lease_seconds=3600)
         for i in range(workers):
             create_user(s, f"bench{i:03d}", PASSWORD, "worker")
@@ -179,7 +179,7 @@ def verify(url: str, campaign_id: int) -> tuple[int, int, int]:
     from emplifai.store.db import Store
 
     store = Store(url)
-    with store.sessions() as s:
+    with store.open_session() as s:
         live = dict(s.execute(select(Claim.task_id, func.count()).where(Claim.campaign_id == campaign_id,
                                                                          Claim.live == 1)
                               .group_by(Claim.task_id)).all())

@@ -31,13 +31,13 @@ from pathlib import Path
 import httpx
 from sqlalchemy import create_engine, func, select, text
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from collect_fixtures import bulk_workers, campaign, situations, start_server
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from emplifai import taxonomy
 from emplifai.collect.campaigns import get_campaign, seed_round2
 from emplifai.collect.security import COOKIE, SessionCodec, new_session
 from emplifai.store.collect import Claim, ClaimStatus, Task
 from emplifai.store.db import Store, resolve_url
+from tests.collect.fixtures import bulk_workers, campaign, situations, start_server
 
 
 def _database(db: str, tmp: Path) -> tuple[str, object]:
@@ -156,7 +156,7 @@ def main() -> None:
         emotions = [lab.en for lab in taxonomy.LABELS]
         situations(store, emotions, args.situations)
         cid = campaign(store, "bench", emotions=emotions, round2_target=args.per_pair)
-        with store.session() as s:
+        with store.transaction() as s:
             seed_round2(s, get_campaign(s, cid))
         slots = len(emotions) * args.situations * args.per_pair
         workers = bulk_workers(store, slots + 4 * args.clients)
@@ -173,7 +173,7 @@ def main() -> None:
                 wall = time.perf_counter() - t0
         finally:
             server.stop()
-        with store.sessions() as s:
+        with store.open_session() as s:
             over = s.scalar(select(func.count()).select_from(Task).where(Task.filled > Task.target))
             live = dict(s.execute(select(Claim.task_id, func.count()).where(Claim.status == ClaimStatus.LEASED)
                                   .group_by(Claim.task_id)).all())

@@ -22,8 +22,8 @@ CHILD = r"""
 import json, resource, sys, time
 from pathlib import Path
 from emplifai.store.db import Store
-from emplifai.ingest import import_file
-from emplifai.export import export_store
+from emplifai.dataset.ingest import import_file
+from emplifai.dataset.export import export_store
 op, url, path = sys.argv[1:4]
 store = Store(url)
 t = time.perf_counter()
@@ -38,7 +38,7 @@ print(json.dumps({"n": n, "seconds": dt, "per_s": n / dt,
 
 
 def make_file(path: Path, n: int) -> None:
-    from emplifai.ingest import sample_path
+    from emplifai.dataset.ingest import sample_path
 
     rows = [json.loads(x) for x in sample_path().read_text(encoding="utf-8").splitlines()]
     with path.open("w", encoding="utf-8") as fh:

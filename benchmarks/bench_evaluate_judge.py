@@ -20,12 +20,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from emplifai.generate import add_human
-from emplifai.ingest import import_file, sample_path
-from emplifai.judge import JudgeConfig, judge
+from emplifai.dataset.ingest import import_file, sample_path
+from emplifai.evaluate.generate import add_human
+from emplifai.evaluate.judge import JudgeConfig, judge
+from emplifai.evaluate.sample import make_sample
 from emplifai.llm import embedded_model, load
 from emplifai.llm.local_server import llama_server
-from emplifai.sample import make_sample
 from emplifai.store.db import Store
 from emplifai.store.evaluation import METRICS
 

@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from emplifai.ingest import sample_path
+from emplifai.dataset.ingest import sample_path
 from emplifai.llm import GenParams, embedded_model, load
 from emplifai.llm._local import common_prefix_len, render_gemma
 from emplifai.llm.base import to_messages

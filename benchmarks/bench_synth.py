@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
 
 
 def make_llm(spec: str) -> Any:
     if spec.startswith("fake-latency:"):
-        from synth_fixtures import RuleLLM
+        from tests.synth.fixtures import RuleLLM
 
         delay = float(spec.split(":", 1)[1])
 
@@ -57,7 +57,7 @@ class Recording:
 
 
 def throughput(spec: str, items: int, filters: bool, small: bool) -> dict[str, Any]:
-    from emplifai.ingest import import_file, sample_path
+    from emplifai.dataset.ingest import import_file, sample_path
     from emplifai.store.db import Store
     from emplifai.synth import FilterConfig, SynthConfig, Synthesizer, TokenLimits
 
@@ -109,8 +109,8 @@ def throughput(spec: str, items: int, filters: bool, small: bool) -> dict[str, A
 
 
 def cases(model: str | None) -> dict[str, Any]:
-    from emplifai.ingest import sample_path
-    from emplifai.io import Record
+    from emplifai.dataset.ingest import sample_path
+    from emplifai.records import Record
     from emplifai.synth.config import FilterConfig
     from emplifai.synth.evaluate import load_cases, metrics, screen
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
+from emplifai.llm.fake import FakeLLM
 from emplifai.store.db import Store, resolve_url
 
 PG_URL = os.environ.get("EMPLIFAI_TEST_PG_URL")
@@ -43,6 +44,14 @@ def _pg_database() -> Iterator[str]:
         with admin.connect() as c:
             c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_fakes() -> Iterator[None]:
+    """Named fakes are shared per process (like a loaded model): every test starts with none."""
+    FakeLLM.reset_all()
+    yield
+    FakeLLM.reset_all()
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

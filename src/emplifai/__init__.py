@@ -7,10 +7,3 @@ try:
 except PackageNotFoundError:  # running from a source tree that was not installed
     __version__ = "0.0.0+local"
 
-
-def dist_version(dist: str) -> str | None:
-    """An installed distribution's version (recorded with every score), None when it is not installed."""
-    try:
-        return version(dist)
-    except PackageNotFoundError:
-        return None

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+
+from emplifai.errors import UserError
 
 
 class Group(StrEnum):
@@ -236,3 +239,18 @@ def get(name: str) -> Label:
 
 def by_group(group: Group) -> tuple[Label, ...]:
     return tuple(lab for lab in LABELS if lab.group is group)
+
+
+def resolve(names: Sequence[str] | None) -> list[str]:
+    """User-given emotion names (English or Japanese) as canonical English labels, deduplicated in the
+    order given; none given means all 28 in Table-1 order. An unknown name is a :class:`UserError`."""
+    if not names:
+        return [lab.en for lab in LABELS]
+    out: list[str] = []
+    for name in names:
+        lab = normalise(name)
+        if lab is None:
+            raise UserError(f"unknown emotion {name!r}; use one of the 28 labels (English or Japanese)")
+        if lab.en not in out:
+            out.append(lab.en)
+    return out

@@ -40,7 +40,7 @@ def create_user(
     from emplifai.store.db import open_store
 
     pw = _password(password)
-    with open_store(db).session() as s:
+    with open_store(db).transaction() as s:
         user = create(s, username, pw, role, display_name)
         console.print(f"created {user.role} {user.username!r} (id {user.id})")
 
@@ -52,7 +52,7 @@ def set_password(username: str, password: Annotated[str | None, typer.Option()] 
     from emplifai.store.db import open_store
 
     pw = _password(password)
-    with open_store(db).session() as s:
+    with open_store(db).transaction() as s:
         setpw(s, username, pw)
     console.print(f"password of {username!r} changed")
 
@@ -78,7 +78,7 @@ def create_campaign(
     from emplifai.collect.campaigns import seed_round2 as seed
     from emplifai.store.db import open_store
 
-    with open_store(db).session() as s:
+    with open_store(db).transaction() as s:
         camp = create(s, name, emotion, round1_target=round1_target, round2_target=round2_target,
                       rating_raters=raters, pay_situation=pay_situation, pay_dialogue=pay_dialogue,
                       pay_rating=pay_rating, rejection_cap=rejection_cap, lease_seconds=int(lease_minutes * 60))
@@ -94,7 +94,7 @@ def seed_round2(campaign: str, db: DbOpt = None) -> None:
     from emplifai.collect.campaigns import seed_round2 as seed
     from emplifai.store.db import open_store
 
-    with open_store(db).session() as s:
+    with open_store(db).transaction() as s:
         n = seed(s, get_campaign(s, campaign))
     console.print(f"{n} round-2 prompts added")
 
@@ -111,7 +111,7 @@ def rating_tasks(
     from emplifai.collect.rating import create_rating_tasks
     from emplifai.store.db import open_store
 
-    with open_store(db).session() as s:
+    with open_store(db).transaction() as s:
         n = create_rating_tasks(s, get_campaign(s, campaign), sample, source)
     console.print(f"{n} rating groups added")
 
@@ -120,10 +120,10 @@ def rating_tasks(
 def progress(campaign: str, db: DbOpt = None) -> None:
     """Progress per emotion against the targets (the web dashboard has the per-pair view)."""
     from emplifai.collect.campaigns import buckets, by_emotion, get_campaign
-    from emplifai.store.collect import Kind
+    from emplifai.records import Kind
     from emplifai.store.db import open_store
 
-    with open_store(db).sessions() as s:
+    with open_store(db).open_session() as s:
         camp = get_campaign(s, campaign)
         rows = buckets(s, camp)
     t = Table("emotion", "r1 approved", "r1 pending", "r1 target", "pairs", "r2 approved", "r2 pending", "r2 target")
@@ -144,7 +144,7 @@ def ledger(
     from emplifai.collect.campaigns import ledger as rows
     from emplifai.store.db import open_store
 
-    with open_store(db).sessions() as s:
+    with open_store(db).open_session() as s:
         text = ledger_csv(rows(s, get_campaign(s, campaign)))
     if out:
         out.write_text(text, encoding="utf-8")

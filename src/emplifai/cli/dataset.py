@@ -9,12 +9,14 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from emplifai import ingest, stats
+from emplifai import taxonomy
 from emplifai.cli.common import DbOpt, console, err_console, progress_bar
+from emplifai.dataset import ingest, stats
+from emplifai.dataset.export import export_store
+from emplifai.dataset.formats import FORMATS
+from emplifai.dataset.splits import make_split
 from emplifai.errors import InputError, UserError
-from emplifai.export import export_store
-from emplifai.io import FORMATS, STATUSES
-from emplifai.splits import make_split
+from emplifai.records import STATUSES
 from emplifai.store.db import open_store
 from emplifai.store.repo import LIVE, iter_records
 
@@ -89,7 +91,7 @@ def stats_(
 ) -> None:
     """Situations and dialogues per emotion, per pair, lengths, balance and duplicates."""
     store = open_store(db)
-    with store.sessions() as s:
+    with store.open_session() as s:
         result = stats.compute(iter_records(s), near=near)
     if as_json:
         print(json.dumps(result, ensure_ascii=False, indent=2))
@@ -141,14 +143,13 @@ def review(
     db: DbOpt = None,
 ) -> None:
     """The review queue outside campaigns (synthetic items): dialogues in a status, with filter flags."""
-    from emplifai import review as rv
-    from emplifai.store.models import Status
-    from emplifai.synth.targeting import resolve_emotions
+    from emplifai.dataset import review as rv
+    from emplifai.records import Status
 
     if status not in {s.value for s in Status}:
         raise UserError(f"--status must be one of {', '.join(s.value for s in Status)}, not {status!r}")
     names = [e.strip() for x in emotions or [] for e in x.split(",") if e.strip()]
-    emos = resolve_emotions(names) if names else None
+    emos = taxonomy.resolve(names) if names else None
     items = rv.queue(open_store(db), status=Status(status), source=source, emotions=emos, limit=limit)
     if as_json:
         for it in items:
@@ -173,8 +174,8 @@ def decide(
     db: DbOpt = None,
 ) -> None:
     """Record a review decision on dialogues, all or none; their situations follow."""
-    from emplifai import review as rv
-    from emplifai.store.models import Action
+    from emplifai.dataset import review as rv
+    from emplifai.records import Action
 
     try:
         act = Action(action)

@@ -32,7 +32,7 @@ def sample(
     db: DbOpt = None,
 ) -> None:
     """Draw the emotion–situation pairs every model and rater sees (scikit-learn, as in the paper)."""
-    from emplifai.sample import make_sample
+    from emplifai.evaluate.sample import make_sample
 
     r = make_sample(_store(db), n=n, seed=seed, name=name, stratify=stratify, replace=replace)
     state = "created" if r.created else "already present (unchanged)"
@@ -52,7 +52,7 @@ def generate(
     db: DbOpt = None,
 ) -> None:
     """Generate a two-turn dialogue per sampled pair; malformed output is kept and flagged, reruns resume."""
-    from emplifai import generate as g
+    from emplifai.evaluate import generate as g
 
     store = _store(db)
     if (model is None) == (source is None):
@@ -64,9 +64,9 @@ def generate(
     else:
         if lang not in ("ja", "en"):
             raise UserError("--lang must be ja or en")
-        from emplifai.sample import require_sample
+        from emplifai.evaluate.sample import require_sample
 
-        with store.session() as s:
+        with store.transaction() as s:
             total = require_sample(s, sample_name).n
         with progress_bar(f"generating with {label or model}", total) as advance:
             r = g.generate(store, spec=model, sample_name=sample_name, label=label, lang=lang, max_tokens=max_tokens,
@@ -99,8 +99,8 @@ def judge(
     db: DbOpt = None,
 ) -> None:
     """Score generations on the 7 rubrics of Table 3; failures are stored with raw output, reruns resume."""
-    from emplifai.judge import JudgeConfig
-    from emplifai.judge import judge as run
+    from emplifai.evaluate.judge import JudgeConfig
+    from emplifai.evaluate.judge import judge as run
 
     if lang not in ("ja", "en"):
         raise UserError("--lang must be ja or en")
@@ -131,7 +131,7 @@ def ratings_export(
     db: DbOpt = None,
 ) -> None:
     """Write one CSV and one XLSX sheet per (group, rater)."""
-    from emplifai.ratings import export_sheets
+    from emplifai.evaluate.ratings import export_sheets
 
     files = export_sheets(_store(db), out, sample=sample_name, source=source, raters=raters, group_size=group_size)
     console.print(f"wrote {len(files)} files ({len(files) // 2} sheets as CSV + XLSX) to {out}")
@@ -146,14 +146,14 @@ def ratings_import(
     """Validate all sheets and store every score, or nothing; then print inter-rater agreement."""
     from sqlalchemy import select
 
-    from emplifai.ratings import import_sheets, summary
+    from emplifai.evaluate.ratings import import_sheets, summary
     from emplifai.store.evaluation import Generation, Rating
 
     store = _store(db)
     r = import_sheets(store, files, replace=replace)
     console.print(f"{r.files} file(s): {r.added} scores added, {r.unchanged} unchanged, {r.replaced} replaced; "
                   f"{len(r.raters)} rater(s)")
-    with store.session() as s:
+    with store.transaction() as s:
         pairs = set(s.execute(select(Generation.sample_name, Generation.source).join(
             Rating, Rating.generation_id == Generation.id)))
     for smp, src in sorted(pairs):
@@ -182,7 +182,7 @@ def ratings_summary(
     db: DbOpt = None,
 ) -> None:
     """Per-dialogue means and inter-rater agreement (Krippendorff's alpha, ordinal; ICC)."""
-    from emplifai.ratings import summary
+    from emplifai.evaluate.ratings import summary
 
     sm = summary(_store(db), sample_name, source)
     if as_json:
@@ -202,7 +202,7 @@ def agree(
     db: DbOpt = None,
 ) -> None:
     """Judge vs human per metric: Pearson r (p), Spearman rho, MAD, bootstrap CIs → table5.md/.json."""
-    from emplifai import report_eval as rep
+    from emplifai.evaluate import tables as rep
 
     t = rep.table5(_store(db), judge_spec, source, sample_name, weighted=weighted, n_boot=bootstrap, seed=seed)
     md = rep.md5(t)
@@ -221,7 +221,7 @@ def report_eval(
     db: DbOpt = None,
 ) -> None:
     """Write table4, table5 (if rated), bias report and per-metric PNG plots."""
-    from emplifai import report_eval as rep
+    from emplifai.evaluate import tables as rep
 
     store = _store(db)
     t4 = rep.table4(store, judge_spec, sample_name, weighted=weighted)

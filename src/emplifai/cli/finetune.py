@@ -17,7 +17,7 @@ def finetune(
     db: DbOpt = None,
 ) -> None:
     """LoRA fine-tuning (TRL SFTTrainer + PEFT) on the training split; rerun the same command to resume."""
-    from emplifai import finetune as ft
+    from emplifai.finetune import train as ft
 
     cfg = ft.load_config(config, set_ or [])
     result = ft.run(cfg, out, db)
@@ -44,7 +44,7 @@ def compare(
     db: DbOpt = None,
 ) -> None:
     """Before/after table: format adherence, judge scores and taxonomy validation for two model specs."""
-    from emplifai import compare as cmp
+    from emplifai.finetune import compare as cmp
 
     result = cmp.run(before=before, after=after, out=out, n=n, seed=seed, judge=judge,
                      metrics=tuple(metric) if metric else None, predict_limit=predict_limit, db=db)

@@ -45,7 +45,7 @@ def validate_taxonomy(
     """Taxonomy validation by reverse-engineering: the paper's Table 2 and more."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from emplifai import predict as pr
+    from emplifai.predict import runs as pr
     from emplifai.store.db import open_store
 
     if mode not in ("score", "generate"):
@@ -77,7 +77,7 @@ def validate_taxonomy(
 def _print_table(results: list[dict[str, Any]]) -> None:
     from rich.table import Table
 
-    from emplifai.report_table2 import TABLE_KEYS, _fmt
+    from emplifai.predict.table2 import TABLE_KEYS, _fmt
 
     table = Table(title="Table 2")
     table.add_column("model")

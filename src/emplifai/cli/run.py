@@ -19,7 +19,7 @@ def run(
 
     Finished stages are skipped on a rerun; an interrupted stage resumes where it stopped.
     """
-    from emplifai.run import Study, load_config
+    from emplifai.study.runner import Study, load_config
 
     cfg = load_config(config)
     study = Study(cfg, out, notify=lambda msg: err_console.print(msg, highlight=False, markup=False))

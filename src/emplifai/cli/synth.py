@@ -163,7 +163,7 @@ def _export_rejected(store, run_id: int, key: str, path: Path) -> int:  # type: 
 
     from emplifai.store.synth import State, SynthCandidate
 
-    with store.sessions() as s:
+    with store.open_session() as s:
         rows = s.scalars(select(SynthCandidate).where(
             SynthCandidate.key == key, SynthCandidate.state.in_([State.REJECTED, State.FAILED])
         ).order_by(SynthCandidate.id)).all()

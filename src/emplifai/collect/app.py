@@ -88,7 +88,7 @@ def _context(request: Request) -> Ctx:
     sess = codec_of(request).loads(request.cookies.get(COOKIE))
     user = None
     if sess is not None and sess.uid is not None:
-        with store_of(request).sessions() as s:
+        with store_of(request).open_session() as s:
             u = s.get(User, sess.uid)
             if u is not None and u.active and u.session_version == sess.version:
                 user = u

@@ -26,11 +26,11 @@ from sqlalchemy.orm import Session
 
 from emplifai.collect.tx import is_sqlite, run_write
 from emplifai.errors import UserError
-from emplifai.io import MAX_SITUATION_CHARS, MAX_TURN_CHARS
-from emplifai.store.collect import Campaign, Claim, ClaimStatus, Kind, Task, User
+from emplifai.records import MAX_SITUATION_CHARS, MAX_TURN_CHARS, Kind, Source, Status
+from emplifai.store.collect import Campaign, Claim, ClaimStatus, Task, User
 from emplifai.store.db import Store
 from emplifai.store.evaluation import METRICS, Rating
-from emplifai.store.models import Dialogue, Situation, Source, Status
+from emplifai.store.models import Dialogue, Situation
 
 
 class NotFound(UserError):

@@ -15,8 +15,9 @@ from sqlalchemy.orm import Session
 
 from emplifai import taxonomy
 from emplifai.errors import UserError
-from emplifai.store.collect import Campaign, Claim, ClaimStatus, Kind, PayEntry, Task, User
-from emplifai.store.models import Situation, Status
+from emplifai.records import Kind, Status
+from emplifai.store.collect import Campaign, Claim, ClaimStatus, PayEntry, Task, User
+from emplifai.store.models import Situation
 
 NAME = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 
@@ -31,13 +32,7 @@ def create_campaign(
         raise UserError(f"campaign name {name!r}: use 1–32 letters, digits, '_' or '-'")
     if s.scalar(select(Campaign.id).where(Campaign.name == name)) is not None:
         raise UserError(f"campaign {name!r} already exists")
-    labels = []
-    for e in emotions or [lab.en for lab in taxonomy.LABELS]:
-        lab = taxonomy.normalise(e)
-        if lab is None:
-            raise UserError(f"unknown emotion {e!r}; use one of the 28 labels (English or Japanese)")
-        if lab.en not in labels:
-            labels.append(lab.en)
+    labels = taxonomy.resolve(emotions)
     for what, v in (("round1_target", round1_target), ("round2_target", round2_target),
                     ("rating_raters", rating_raters), ("lease_seconds", lease_seconds)):
         if v < 1:

@@ -1,5 +1,5 @@
 """Human rating tasks (paper 5.4): the sample's generations in groups of 10, each group rated by 3 raters on
-the 7 metrics of Table 3 (1–5). Groups come from ``emplifai.evaluation_groups.rating_groups`` so the web app and
+the 7 metrics of Table 3 (1–5). Groups come from ``emplifai.evaluate.groups.rating_groups`` so the web app and
 the rating sheets hand out the same groups; answers land in the evaluation stage's ``ratings`` table (origin
 "web"). A group is a task whose target is the number of raters, so it shares the claim/lease machinery.
 """
@@ -11,8 +11,9 @@ from sqlalchemy.orm import Session
 
 from emplifai import taxonomy
 from emplifai.errors import UserError
-from emplifai.evaluation_groups import GROUP_SIZE, rating_groups
-from emplifai.store.collect import Campaign, Kind, Task
+from emplifai.evaluate.groups import GROUP_SIZE, rating_groups
+from emplifai.records import Kind
+from emplifai.store.collect import Campaign, Task
 from emplifai.store.models import Situation
 
 METRIC_JA = {

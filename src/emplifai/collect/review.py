@@ -20,12 +20,12 @@ from emplifai.collect.assign import Conflict, NotFound
 from emplifai.collect.campaigns import ensure_round2_task, pay_rate, rejection_state
 from emplifai.collect.tx import is_sqlite, run_write
 from emplifai.errors import UserError
-from emplifai.io import MAX_SITUATION_CHARS, MAX_TURN_CHARS
+from emplifai.records import MAX_SITUATION_CHARS, MAX_TURN_CHARS, Action, Kind, Status
 from emplifai.store import repo
-from emplifai.store.collect import Campaign, Claim, ClaimStatus, Kind, PayEntry, Task, User
+from emplifai.store.collect import Campaign, Claim, ClaimStatus, PayEntry, Task, User
 from emplifai.store.db import Store
 from emplifai.store.evaluation import Rating
-from emplifai.store.models import Action, Situation, Status
+from emplifai.store.models import Situation
 
 
 def _load(s: Session, claim_id: int) -> tuple[Claim, Campaign, Task]:

@@ -18,7 +18,6 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
-from emplifai import review as dataset_review
 from emplifai import taxonomy
 from emplifai.collect import accounts, assign, campaigns, review
 from emplifai.collect.app import (
@@ -39,13 +38,15 @@ from emplifai.collect.app import (
 from emplifai.collect.assign import Conflict, NotFound
 from emplifai.collect.rating import METRIC_JA
 from emplifai.collect.security import new_session
+from emplifai.dataset import review as dataset_review
+from emplifai.dataset.export import export_store
 from emplifai.errors import UserError
-from emplifai.export import export_store
 from emplifai.prompts.generation import instruction
+from emplifai.records import Action, Kind, Source, Status
 from emplifai.store import repo
-from emplifai.store.collect import Campaign, Claim, ClaimStatus, Kind, PayEntry, Role, Task, User
+from emplifai.store.collect import Campaign, Claim, ClaimStatus, PayEntry, Role, Task, User
 from emplifai.store.evaluation import METRICS
-from emplifai.store.models import Action, Dialogue, Situation, Source, Status
+from emplifai.store.models import Dialogue, Situation
 
 router = APIRouter()
 Worker = Annotated[Ctx, Depends(guard(Role.WORKER))]
@@ -107,7 +108,7 @@ def login_form(ctx: Anyone) -> Response:
 
 @router.post("/login", dependencies=[CSRF])
 def login(ctx: Anyone, username: Text, password: Text) -> Response:
-    with store_of(ctx.request).sessions() as s:
+    with store_of(ctx.request).open_session() as s:
         user = accounts.authenticate(s, username.strip(), password)
     if user is None:
         return _page(ctx, "login.html", 401, error="ユーザー名またはパスワードが違います", username=username)
@@ -125,7 +126,7 @@ def logout(ctx: Anyone) -> Response:
 
 # ------------------------------------------------------------------------------------------------- worker
 def _campaigns(ctx: Ctx) -> list[Campaign]:
-    with store_of(ctx.request).sessions() as s:
+    with store_of(ctx.request).open_session() as s:
         return list(s.scalars(select(Campaign).where(Campaign.active.is_(True)).order_by(Campaign.id)))
 
 
@@ -133,7 +134,7 @@ def _campaigns(ctx: Ctx) -> list[Campaign]:
 def work(ctx: Worker) -> Response:
     uid = ctx.user.id  # type: ignore[union-attr]
     now = time.time()
-    with store_of(ctx.request).sessions() as s:
+    with store_of(ctx.request).open_session() as s:
         camps = list(s.scalars(select(Campaign).where(Campaign.active.is_(True)).order_by(Campaign.id)))
         open_kinds = {(c, k): n for c, k, n in s.execute(
             select(Task.campaign_id, Task.kind, func.count()).where(Task.enabled.is_(True), Task.filled < Task.target)
@@ -164,7 +165,7 @@ async def claim(request: Request, campaign_id: Annotated[int, Form()], kind: Tex
 
 
 def _own(ctx: Ctx, claim_id: int) -> tuple[Claim, Task, Campaign, Situation | None, Dialogue | None]:
-    with store_of(ctx.request).sessions() as s:
+    with store_of(ctx.request).open_session() as s:
         c = s.scalar(select(Claim).where(Claim.id == claim_id, Claim.worker_id == ctx.user.id))  # type: ignore[union-attr]
         if c is None:  # someone else's claim is indistinguishable from a missing one
             raise HTTPException(404, "タスクが見つかりません")
@@ -216,7 +217,7 @@ def release(ctx: Worker, claim_id: int) -> Response:
 
 @router.get("/my")
 def my_submissions(ctx: Worker) -> Response:
-    with store_of(ctx.request).sessions() as s:
+    with store_of(ctx.request).open_session() as s:
         rows = s.execute(select(Claim, Task).join(Task, Task.id == Claim.task_id)
                          .where(Claim.worker_id == ctx.user.id, Claim.submitted_at.is_not(None))  # type: ignore[union-attr]
                          .order_by(Claim.id.desc()).limit(500)).all()
@@ -245,7 +246,7 @@ def _content(s, c: Claim) -> dict[str, object]:  # type: ignore[no-untyped-def]
 
 
 def _rows(ctx: Ctx, statuses: list[str], campaign_id: int | None, kind: str | None, limit: int = 200) -> list[dict]:
-    with store_of(ctx.request).sessions() as s:
+    with store_of(ctx.request).open_session() as s:
         q = (select(Claim, User.username, Campaign.name).join(User, User.id == Claim.worker_id)
              .join(Campaign, Campaign.id == Claim.campaign_id).where(Claim.status.in_(statuses)))
         if campaign_id:
@@ -259,7 +260,7 @@ def _rows(ctx: Ctx, statuses: list[str], campaign_id: int | None, kind: str | No
 
 
 def _caps(ctx: Ctx) -> list[dict[str, object]]:
-    with store_of(ctx.request).sessions() as s:
+    with store_of(ctx.request).open_session() as s:
         out = []
         for camp in s.scalars(select(Campaign).order_by(Campaign.id)):
             rejected, submitted = campaigns.rejection_state(s, camp)
@@ -279,7 +280,7 @@ def review_queue(ctx: Staff, status: str = "pending", campaign_id: int | None = 
 
 @router.get("/review/{claim_id}")
 def review_one(ctx: Staff, claim_id: int) -> Response:
-    with store_of(ctx.request).sessions() as s:
+    with store_of(ctx.request).open_session() as s:
         c = s.get(Claim, claim_id)
         if c is None or c.submitted_at is None:
             raise HTTPException(404, "提出物が見つかりません")
@@ -324,7 +325,7 @@ def modify(ctx: Staff, claim_id: int, situation: OptText = None, patient: OptTex
 
 # --------------------------------------------------------------------------------------- synthetic items
 # Synthetic items (`emplifai synth`) come from no campaign, so they have no claim, pay or rejection cap; the
-# decisions and the history are the same as for crowd work (emplifai.review, also `emplifai dataset decide`).
+# decisions and the history are the same as for crowd work (emplifai.dataset.review, also `emplifai dataset decide`).
 SYNTH_MSG = {"approve": "approved", "reject": "rejected", "flag": "flagged", "keep": "kept", "remove": "removed"}
 
 
@@ -372,7 +373,7 @@ def dashboards(ctx: Staff) -> Response:
 
 @router.get("/dashboard/{campaign_id}")
 def dashboard(ctx: Staff, campaign_id: int) -> Response:
-    with store_of(ctx.request).sessions() as s:
+    with store_of(ctx.request).open_session() as s:
         camp = s.get(Campaign, campaign_id)
         if camp is None:
             raise HTTPException(404, "キャンペーンが見つかりません")
@@ -389,7 +390,7 @@ def dashboard(ctx: Staff, campaign_id: int) -> Response:
 
 @router.get("/ledger/{campaign_id}.csv")
 def ledger_csv(ctx: Lead, campaign_id: int) -> Response:
-    with store_of(ctx.request).sessions() as s:
+    with store_of(ctx.request).open_session() as s:
         camp = s.get(Campaign, campaign_id)
         if camp is None:
             raise HTTPException(404, "キャンペーンが見つかりません")
@@ -424,7 +425,7 @@ def export(ctx: Lead, background: BackgroundTasks, fmt: str = "jsonl", scope: st
 # -------------------------------------------------------------------------------------------------- admin
 @router.get("/admin")
 def admin(ctx: Admin) -> Response:
-    with store_of(ctx.request).sessions() as s:
+    with store_of(ctx.request).open_session() as s:
         users = list(s.scalars(select(User).order_by(User.id)))
     return _page(ctx, "admin.html", users=users, campaigns=_campaigns(ctx), labels=taxonomy.LABELS,
                  roles=[r.value for r in Role])
@@ -433,7 +434,7 @@ def admin(ctx: Admin) -> Response:
 @router.post("/admin/users", dependencies=[CSRF])
 def create_user(ctx: Admin, username: Text, password: Text, role: Text, display_name: OptText = None) -> Response:
     def go() -> None:
-        with store_of(ctx.request).session() as s:
+        with store_of(ctx.request).transaction() as s:
             accounts.create_user(s, username.strip(), password, role, display_name or "")
 
     return _act(ctx, go, "user", "/admin")
@@ -451,7 +452,7 @@ async def create_campaign(ctx: Admin) -> Response:
             except ValueError:
                 raise UserError(f"{key} には数値を入力してください") from None
 
-        with store_of(ctx.request).session() as s:
+        with store_of(ctx.request).transaction() as s:
             camp = campaigns.create_campaign(
                 s, str(form.get("name") or "").strip(), [str(e) for e in form.getlist("emotions")] or None,
                 round1_target=int(num("round1_target", 10)), round2_target=int(num("round2_target", 15)),

@@ -38,7 +38,7 @@ def _lock(url: str) -> threading.Lock:
 def write_tx(store: Store) -> Iterator[Session]:
     """A unit of work holding the database write lock from its first statement; commits on success."""
     sqlite = is_sqlite(store)
-    with (_lock(store.url) if sqlite else nullcontext()), store.sessions() as s, s.begin():
+    with (_lock(store.url) if sqlite else nullcontext()), store.open_session() as s, s.begin():
         if sqlite:
             s.connection().exec_driver_sql("BEGIN IMMEDIATE")
         yield s

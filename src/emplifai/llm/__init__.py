@@ -22,7 +22,7 @@ from .base import (
 )
 from .cache import CachedLLM
 from .fake import FakeLLM
-from .registry import SPEC_FORMS, Spec, embedded_model, emplifai_home, load, parse_spec
+from .registry import SPEC_FORMS, Spec, embedded_model, load, parse_spec
 
 __all__ = [
     "LLM",
@@ -40,7 +40,6 @@ __all__ = [
     "Spec",
     "TokenLogprob",
     "embedded_model",
-    "emplifai_home",
     "load",
     "parse_spec",
 ]

@@ -36,7 +36,7 @@ CACHE_FORMAT = 1
 class CachedLLM(LLM):
     def __init__(self, inner: LLM, cache_dir: str | os.PathLike[str] | None = None) -> None:
         if cache_dir is None:
-            from .registry import emplifai_home
+            from emplifai.provenance import emplifai_home
 
             cache_dir = emplifai_home() / "llm-cache"
         self.inner = inner

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from emplifai.provenance import emplifai_home
+
 from .base import LLM, BackendUnavailable, BadSpecError, file_sha256
 
 SPEC_FORMS = (
@@ -99,12 +101,6 @@ def load(spec: str = "embedded", **options: Any) -> LLM:
         return LlamaCppLLM(path, lora_path=s.adapter, model_sha256=sha, spec=canonical, **options)
     canonical = f"gguf:{Path(s.target).resolve()}" + (f"+lora:{Path(s.adapter).resolve()}" if s.adapter else "")
     return LlamaCppLLM(s.target, lora_path=s.adapter, spec=canonical, **options)
-
-
-def emplifai_home() -> Path:
-    """Cache/state root: ``$EMPLIFAI_HOME`` or ``~/.cache/emplifai``."""
-    env = os.environ.get("EMPLIFAI_HOME")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "emplifai"
 
 
 def embedded_model() -> tuple[Path, str]:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from emplifai import dist_version
+from emplifai.provenance import dist_version
 
 from . import _local
 from .base import (

@@ -40,12 +40,6 @@ class Role(StrEnum):
     ADMIN = "admin"
 
 
-class Kind(StrEnum):
-    SITUATION = "situation"  # round 1
-    DIALOGUE = "dialogue"  # round 2
-    RATING = "rating"  # human rating of generations
-
-
 class ClaimStatus(StrEnum):
     LEASED = "leased"
     EXPIRED = "expired"

@@ -79,12 +79,13 @@ class Store:
         self.url = url
         self.engine = make_engine(url)
         migrate(self.engine)
-        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # A plain session for reads (and for code that commits itself); `transaction()` for a unit of work.
+        self.open_session = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager
-    def session(self) -> Iterator[Session]:
+    def transaction(self) -> Iterator[Session]:
         """A unit of work: committed on success, rolled back on any error."""
-        with self.sessions() as s, s.begin():
+        with self.open_session() as s, s.begin():
             yield s
 
     def tables(self) -> list[str]:

@@ -3,39 +3,16 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from emplifai.records import Source, Status
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-class Source(StrEnum):
-    CROWD = "crowd"
-    SYNTHETIC = "synthetic"
-    SAMPLE = "sample"
-    MODEL = "model"
-
-
-class Status(StrEnum):
-    PENDING = "pending"
-    APPROVED = "approved"
-    FLAGGED = "flagged"
-    REMOVED = "removed"
-
-
-class Action(StrEnum):
-    IMPORT = "import"
-    FLAG = "flag"
-    MODIFY = "modify"
-    KEEP = "keep"
-    REMOVE = "remove"
-    APPROVE = "approve"
-    REJECT = "reject"
 
 
 class Base(DeclarativeBase):

@@ -8,8 +8,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from emplifai.errors import UserError
-from emplifai.io import Record
-from emplifai.store.models import Action, Dialogue, ReviewEvent, Situation, SplitManifest, SplitMember, Status
+from emplifai.records import Action, Record, Status
+from emplifai.store.models import Dialogue, ReviewEvent, Situation, SplitManifest, SplitMember
 
 LIVE = (Status.PENDING, Status.APPROVED, Status.FLAGGED)  # everything not removed
 SPLITS = ("train", "validation", "test")

@@ -19,11 +19,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 from emplifai.store.models import Base, utcnow
 
 
-class Kind(StrEnum):
-    SITUATION = "situation"
-    DIALOGUE = "dialogue"
-
-
 class State(StrEnum):
     SCENARIO = "scenario"  # situation candidate: brainstormed, not yet rewritten
     READY = "ready"  # situation candidate: rewritten and passed its filters; waiting for its dialogues

@@ -8,7 +8,7 @@ from __future__ import annotations
 from .config import FilterConfig, SynthConfig, TokenLimits
 from .pipeline import RunReport, Synthesizer, run_key
 from .stages import PROMPT_VERSION
-from .targeting import EmotionPlan, plan, resolve_emotions
+from .targeting import EmotionPlan, plan
 
 __all__ = [
     "PROMPT_VERSION",
@@ -19,6 +19,5 @@ __all__ = [
     "Synthesizer",
     "TokenLimits",
     "plan",
-    "resolve_emotions",
     "run_key",
 ]

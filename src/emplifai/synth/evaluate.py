@@ -19,8 +19,8 @@ from . import stages as S
 from .config import FilterConfig
 
 if TYPE_CHECKING:
-    from emplifai.io import Record
     from emplifai.llm.base import LLM
+    from emplifai.records import Record
 
 
 @dataclass
@@ -68,8 +68,8 @@ def screen(cases: Sequence[dict[str, Any]], reference: Iterable[Record], cfg: Fi
 
 
 def _model_checks(items: list[Screened], cfg: FilterConfig, llm: LLM) -> None:
-    from emplifai import predict
     from emplifai.llm.base import GenParams, LLMFailure
+    from emplifai.predict import runs as predict
     from emplifai.prompts import render
     from emplifai.prompts.generation import format_dialogue
 

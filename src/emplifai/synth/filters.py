@@ -66,7 +66,7 @@ def shingles(text: str, n: int = 3) -> list[bytes]:
 
 class DedupIndex:
     """Exact (normalised text hash) and near (MinHash LSH over character 3-grams, Jaccard checked against the
-    threshold) duplicate lookup. The same shingling as ``emplifai.stats`` so the numbers agree."""
+    threshold) duplicate lookup. The same shingling as ``emplifai.dataset.stats`` so the numbers agree."""
 
     def __init__(self, threshold: float, num_perm: int = 128):
         from datasketch import MinHashLSH

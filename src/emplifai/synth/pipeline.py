@@ -24,14 +24,16 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 
-from emplifai.store.models import Dialogue, Situation, Source, Status, utcnow
+from emplifai import taxonomy
+from emplifai.records import Kind, Source, Status
+from emplifai.store.models import Dialogue, Situation, utcnow
 from emplifai.store.repo import LIVE, iter_records
-from emplifai.store.synth import Kind, State, SynthCandidate, SynthRun
+from emplifai.store.synth import State, SynthCandidate, SynthRun
 
 from . import filters as F
 from . import stages as S
 from .config import SynthConfig
-from .targeting import EmotionPlan, plan, resolve_emotions
+from .targeting import EmotionPlan, plan
 
 if TYPE_CHECKING:
     from emplifai.llm.base import LLM, Completion, LLMFailure
@@ -79,7 +81,7 @@ class Synthesizer:
         self.store, self.llm, self.cfg, self.model = store, llm, cfg, model
         self.check_llm, self.check_model = check_llm or llm, check_model or model
         self.progress = progress
-        self.emotions = resolve_emotions(cfg.emotions)
+        self.emotions = taxonomy.resolve(cfg.emotions)
         self.style = prompt_style(llm, cfg)
         self.key = run_key(model, cfg, self.style)
         self._lock = threading.Lock()
@@ -92,7 +94,7 @@ class Synthesizer:
 
     # ------------------------------------------------------------------------------------------ planning
     def plan(self, limit: int | None = None) -> list[EmotionPlan]:
-        with self.store.session() as s:
+        with self.store.transaction() as s:
             open_d, busy = self._open_work(s)
             return plan(s, emotions=self.emotions, target=self.cfg.target, per_situation=self.cfg.per_situation,
                         fill_pairs=self.cfg.fill_pairs, open_dialogues=open_d, busy_situations=busy,
@@ -129,7 +131,7 @@ class Synthesizer:
 
     def run(self) -> RunReport:
         t0 = time.perf_counter()
-        with self.store.session() as s:
+        with self.store.transaction() as s:
             run = SynthRun(key=self.key, model=self.model, signature=self.signature(),
                            config=self.cfg.model_dump(mode="json") | {"prompt_version": S.PROMPT_VERSION},
                            counts={})
@@ -158,14 +160,14 @@ class Synthesizer:
             if remaining <= 0:
                 break
         report.seconds = time.perf_counter() - t0
-        with self.store.session() as s:
+        with self.store.transaction() as s:
             run = s.get(SynthRun, run_id)
             run.counts = report.as_dict()
             run.finished_at = utcnow()
         return report
 
     def _has_open_work(self) -> bool:
-        with self.store.session() as s:
+        with self.store.transaction() as s:
             q = select(func.count()).select_from(SynthCandidate).where(
                 SynthCandidate.key == self.key, SynthCandidate.emotion.in_(self.emotions),
                 SynthCandidate.state.in_([State.SCENARIO, State.OPEN]))
@@ -177,7 +179,7 @@ class Synthesizer:
         fc = self.cfg.filters
         self.sit_index = F.DedupIndex(fc.near_threshold, fc.num_perm)
         self.dlg_index = F.DedupIndex(fc.near_threshold, fc.num_perm)
-        with self.store.sessions() as s:
+        with self.store.open_session() as s:
             pool = [r for r in iter_records(s, statuses=LIVE) if r.source != Source.SYNTHETIC]
             self.pool = S.FewShotPool(pool)
             if not fc.enabled:
@@ -232,7 +234,7 @@ class Synthesizer:
 
     # ---------------------------------------------------------------------------------------- (a) brainstorm
     def _create_top_ups(self, plans: list[EmotionPlan], rnd: int) -> None:
-        with self.store.session() as s:
+        with self.store.transaction() as s:
             for p in plans:
                 for gap in p.top_ups:
                     for i in range(gap.missing):
@@ -260,7 +262,7 @@ class Synthesizer:
         def save(i: int, result: Completion | LLMFailure) -> None:
             emotion, wants, cond, stage, prompt = calls[i]
             info = {"prompt": prompt.digest, "fewshot": prompt.fewshot, "condition": cond, "stage": stage}
-            with self.store.session() as s:
+            with self.store.transaction() as s:
                 if isinstance(result, _failure_type()):
                     self._add_dead(s, emotion, State.FAILED, f"brainstorm call failed: {result.reason}",
                                    {"brainstorm": info | {"raw": result.raw}})
@@ -293,7 +295,7 @@ class Synthesizer:
 
     # ------------------------------------------------------------------------------------------ (b) rewrite
     def _rewrite(self, rnd: int) -> None:
-        with self.store.sessions() as s:
+        with self.store.open_session() as s:
             todo = list(s.scalars(select(SynthCandidate).where(
                 SynthCandidate.key == self.key, SynthCandidate.emotion.in_(self.emotions),
                 SynthCandidate.kind == Kind.SITUATION, SynthCandidate.state == State.SCENARIO,
@@ -322,14 +324,14 @@ class Synthesizer:
                 out = {"raw": result.raw, "failure": result.reason}
             else:
                 out = {"raw": result.text, "finish_reason": result.finish_reason}
-            with self.store.session() as s:
+            with self.store.transaction() as s:
                 row = s.get(SynthCandidate, ids[i])
                 row.stages = {**row.stages, stage: infos[i] | out}
 
         return save
 
     def _filter_situation(self, cid: str) -> None:
-        with self.store.session() as s:
+        with self.store.transaction() as s:
             c = s.get(SynthCandidate, cid)
             info = c.stages.get("rewrite", {})
             if "failure" in info:
@@ -378,7 +380,7 @@ class Synthesizer:
         return s.get(Situation, c.situation_id).text
 
     def _dialogues(self, rnd: int) -> None:
-        with self.store.sessions() as s:
+        with self.store.open_session() as s:
             need = [c for c in self._open_dialogues(s) if "dialogue" not in c.stages]
             sits = [self._situation_text(s, c) for c in need]
         build = S.dialogue_completion if self.completion else S.dialogue_prompt
@@ -400,7 +402,7 @@ class Synthesizer:
     def _filter_dialogues(self) -> None:
         """Rules, then duplicates (in id order, so the batch's first copy wins), then the optional model checks
         on what is left; then store the survivors."""
-        with self.store.sessions() as s:
+        with self.store.open_session() as s:
             todo = [(c.id, c.stages.get("dialogue", {}), self._situation_text(s, c), c.emotion)
                     for c in self._open_dialogues(s) if "dialogue" in c.stages]
         verdicts: dict[str, tuple[State, list[F.FilterResult], str | None, Any]] = {}
@@ -455,7 +457,7 @@ class Synthesizer:
 
     def _agreement(self, items: list[tuple[str, str, str, Any]]) -> list[F.FilterResult]:
         """The taxonomy-validation predictor (score mode) must rank the target emotion in its top k."""
-        from emplifai import predict
+        from emplifai.predict import runs as predict
 
         fc = self.cfg.filters
         ranked = predict.choose_examples(self._pool_records(), self.cfg.seed) if fc.agreement_shots else []
@@ -483,7 +485,7 @@ class Synthesizer:
         return [r for rs in self.pool.by_emotion.values() for r in rs]
 
     def _reject(self, cid: str, state: State, results: list[F.FilterResult], reason: str | None, parsed: Any) -> None:
-        with self.store.session() as s:
+        with self.store.transaction() as s:
             c = s.get(SynthCandidate, cid)
             if parsed is not None and parsed.ok:
                 from emplifai.prompts.generation import format_dialogue
@@ -493,7 +495,7 @@ class Synthesizer:
 
     def _store_dialogue(self, cid: str, parsed: Any, results: list[F.FilterResult]) -> None:
         """Accept: core rows in one transaction (the situation too, with its first accepted dialogue)."""
-        with self.store.session() as s:
+        with self.store.transaction() as s:
             c = s.get(SynthCandidate, cid)
             parent = s.get(SynthCandidate, c.parent_id) if c.parent_id else None
             sid = c.situation_id
@@ -519,7 +521,7 @@ class Synthesizer:
 
     def _close_situations(self) -> None:
         """A situation whose dialogues were all turned down is rejected too (with its dialogues' reasons)."""
-        with self.store.session() as s:
+        with self.store.transaction() as s:
             ready = s.scalars(select(SynthCandidate).where(
                 SynthCandidate.key == self.key, SynthCandidate.kind == Kind.SITUATION,
                 SynthCandidate.state == State.READY, SynthCandidate.emotion.in_(self.emotions))).all()

@@ -23,9 +23,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from emplifai import taxonomy
-from emplifai.io import Record
 from emplifai.prompts import generation as gen
 from emplifai.prompts import render
+from emplifai.records import Record
 
 PROMPT_VERSION = f"synth-v1+{gen.PROMPT_VERSION}"
 

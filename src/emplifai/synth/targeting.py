@@ -18,7 +18,8 @@ from sqlalchemy.orm import Session
 
 from emplifai import taxonomy
 from emplifai.errors import UserError
-from emplifai.store.models import Dialogue, Situation, Source
+from emplifai.records import Source
+from emplifai.store.models import Dialogue, Situation
 from emplifai.store.repo import LIVE
 
 
@@ -53,19 +54,6 @@ class EmotionPlan:
                 "target": self.target, "deficit": self.deficit, "open": self.open_dialogues,
                 "pair_top_ups": sum(g.missing for g in self.top_ups), "new_situations": len(self.new_situations),
                 "planned": self.planned}
-
-
-def resolve_emotions(names: tuple[str, ...] | list[str] | None) -> list[str]:
-    if not names:
-        return [lab.en for lab in taxonomy.LABELS]
-    out = []
-    for n in names:
-        lab = taxonomy.normalise(n)
-        if lab is None:
-            raise UserError(f"unknown emotion {n!r}; use one of the 28 labels (English or Japanese)")
-        if lab.en not in out:
-            out.append(lab.en)
-    return out
 
 
 def live_counts(s: Session) -> tuple[Counter[str], dict[str, set[str]], dict[str, tuple[str, str, int]]]:

@@ -1,0 +1,112 @@
+"""Dataset statistics as in the paper's section 3.5, plus balance and duplicate figures."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import statistics
+import unicodedata
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+from emplifai import taxonomy
+from emplifai.records import Record
+
+NEAR_DUP_THRESHOLD = 0.8  # Jaccard over character 3-grams of patient + supporter
+
+
+def _summary(values: list[int]) -> dict[str, float]:
+    if not values:
+        return {"mean": 0.0, "median": 0.0, "min": 0, "max": 0}
+    return {"mean": round(statistics.fmean(values), 2), "median": statistics.median(values),
+            "min": min(values), "max": max(values)}
+
+
+def normalised_entropy(counts: Iterable[int], k: int = len(taxonomy.LABELS)) -> float:
+    """Shannon entropy of the distribution divided by log(k): 1.0 is perfectly balanced over k labels."""
+    counts = [c for c in counts if c > 0]
+    total = sum(counts)
+    if total == 0 or k < 2:
+        return 0.0
+    h = -sum(c / total * math.log(c / total) for c in counts)
+    return round(max(h, 0.0) / math.log(k), 4)
+
+
+def _norm_text(rec: Record) -> str:
+    return "".join(unicodedata.normalize("NFKC", rec.patient + "\n" + rec.supporter).split())
+
+
+def near_duplicates(texts: list[str], threshold: float = NEAR_DUP_THRESHOLD) -> int:
+    """Dialogues that have at least one other dialogue at or above the threshold.
+
+    MinHash LSH finds candidates at a looser threshold (LSH banding misses pairs near its threshold); each
+    candidate is then checked against the real threshold with the MinHash Jaccard estimate.
+    """
+    from datasketch import MinHash, MinHashLSH
+
+    lsh = MinHashLSH(threshold=max(0.5, threshold - 0.2), num_perm=128)
+    hashes = []
+    for i, t in enumerate(texts):
+        m = MinHash(num_perm=128, seed=1)
+        m.update_batch([t[j : j + 3].encode() for j in range(max(len(t) - 2, 1))])
+        lsh.insert(str(i), m)
+        hashes.append(m)
+    return sum(
+        1 for i, m in enumerate(hashes)
+        if any(k != str(i) and hashes[int(k)].jaccard(m) >= threshold for k in lsh.query(m))
+    )
+
+
+def compute(records: Iterable[Record], near: bool = True) -> dict[str, Any]:
+    sits: dict[str, set[str]] = defaultdict(set)
+    dlg = Counter[str]()
+    per_pair = Counter[str]()
+    lengths: dict[str, list[int]] = {"situation": [], "patient": [], "supporter": []}
+    seen_sit: set[str] = set()
+    exact: Counter[str] = Counter()
+    texts: list[str] = []
+    status = Counter[str]()
+    source = Counter[str]()
+    for r in records:
+        sits[r.emotion].add(r.situation_id)
+        dlg[r.emotion] += 1
+        per_pair[r.situation_id] += 1
+        status[r.status] += 1
+        source[r.source] += 1
+        if r.situation_id not in seen_sit:
+            seen_sit.add(r.situation_id)
+            lengths["situation"].append(len(r.situation))
+        lengths["patient"].append(len(r.patient))
+        lengths["supporter"].append(len(r.supporter))
+        t = _norm_text(r)
+        exact[hashlib.sha1(t.encode()).hexdigest()] += 1
+        if near:
+            texts.append(t)
+    emotions = {
+        lab.en: {"ja": lab.ja, "group": str(lab.group), "situations": len(sits[lab.en]), "dialogues": dlg[lab.en]}
+        for lab in taxonomy.LABELS
+    }
+    groups = {str(g): {"situations": sum(len(sits[x.en]) for x in taxonomy.by_group(g)),
+                       "dialogues": sum(dlg[x.en] for x in taxonomy.by_group(g))} for g in taxonomy.Group}
+    pairs = list(per_pair.values())
+    return {
+        "situations": len(seen_sit),
+        "dialogues": sum(dlg.values()),
+        "emotions": emotions,
+        "groups": groups,
+        "dialogues_per_pair": _summary(pairs),
+        "lengths_chars": {k: _summary(v) for k, v in lengths.items()},
+        "balance": {
+            "dialogues_normalised_entropy": normalised_entropy(dlg.values()),
+            "situations_normalised_entropy": normalised_entropy(len(v) for v in sits.values()),
+            "emotions_present": sum(1 for v in dlg.values() if v),
+        },
+        "duplicates": {
+            "exact": sum(c - 1 for c in exact.values() if c > 1),
+            "near": near_duplicates(texts) if near else None,
+            "near_threshold": NEAR_DUP_THRESHOLD if near else None,
+        },
+        "status": dict(sorted(status.items())),
+        "source": dict(sorted(source.items())),
+    }

@@ -1,0 +1,311 @@
+"""LLM-as-a-judge on the 7 rubrics of Table 3 (paper §5.3), with the failure modes made visible.
+
+* Every answer is validated by ``prompts.judge.parse_judgement``; an invalid answer is retried (at temperature
+  ≥ 0.7 with a new seed, since greedy decoding would repeat itself) and, when all attempts fail, stored with
+  score NULL, every raw output and every reason. Never NaN, never a default.
+* A malformed generation is not shown to the judge: it gets the lowest score (1) on every metric by rule
+  (``rule="malformed"``), counted separately in the reports.
+* Blind: a judge may not score generations of the same model (same spec, or same weights + adapter according
+  to the LLM signatures) unless ``allow_self`` is set.
+* ``repeats`` independent judgements per item (seed + repeat index) give the per-item spread; with
+  ``weighted`` the backend's top log-probabilities at the score token give a G-Eval expected score.
+* Judgements are ordered metric by metric so consecutive prompts share the rubric prefix (prompt cache), and
+  stored chunk by chunk: an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import delete, select
+
+from emplifai import __version__
+from emplifai.errors import UserError
+from emplifai.evaluate.sample import require_sample
+from emplifai.prompts import judge as jp
+from emplifai.store.db import Store
+from emplifai.store.evaluation import HUMAN_SOURCE, METRICS, Generation, JudgeScore
+from emplifai.store.models import Situation
+
+CHUNK = 16
+RETRY_TEMPERATURE = 0.7
+STOP = ("}",)  # the answer is one flat JSON object: stop at its end, put the brace back before parsing
+
+
+@dataclass(frozen=True)
+class JudgeConfig:
+    spec: str
+    sample: str = "default"
+    sources: tuple[str, ...] | None = None  # None = every source of the sample
+    metrics: tuple[str, ...] = METRICS
+    repeats: int = 1
+    layout: str = "standard"
+    lang: str = "ja"
+    shots: int = 2
+    weighted: bool = False
+    retries: int = 2
+    max_tokens: int = 160
+    temperature: float = 0.0
+    seed: int = 42
+    concurrency: int = 1
+    allow_self: bool = False
+    retry_failed: bool = False
+    replace: bool = False
+    limit: int | None = None  # first N generations per source (quick runs, tests)
+
+    @property
+    def prompt_version(self) -> str:
+        return f"{jp.PROMPT_VERSION}/{self.lang}/{self.shots}shot"
+
+
+@dataclass
+class JudgeReport:
+    scored: int = 0
+    failed: int = 0
+    by_rule: int = 0
+    skipped: int = 0
+    attempts: int = 0
+    failures: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Task:
+    gen_id: int
+    metric: str
+    repeat: int
+    messages: list[dict[str, str]]
+
+
+def model_identity(sig: dict[str, Any]) -> tuple[Any, Any] | None:
+    """What makes two signatures the same model: weights hash (or name) + adapter hash."""
+    llm = sig.get("llm") or sig
+    weights = llm.get("model_sha256") or llm.get("model")
+    return (weights, llm.get("adapter_sha256") or llm.get("adapter")) if weights else None
+
+
+def check_blind(judge_spec: str, judge_sig: dict[str, Any], gens: Sequence[Generation], allow_self: bool) -> None:
+    own = model_identity(judge_sig)
+    clashes = sorted({g.source for g in gens if g.source != HUMAN_SOURCE and (
+        g.source == judge_spec or (g.signature or {}).get("spec") == judge_spec
+        or (own is not None and model_identity(g.signature or {}) == own))})
+    if clashes and not allow_self:
+        raise UserError(
+            f"the judge {judge_spec!r} is the model that generated source(s) {', '.join(clashes)}; a judge may not "
+            "score its own generations (the paper ruled such judges out). Pass --allow-self-judge to do it anyway, "
+            "or choose --source"
+        )
+
+
+def _generations(store: Store, cfg: JudgeConfig) -> list[tuple[Generation, Situation]]:
+    with store.transaction() as s:
+        sample = require_sample(s, cfg.sample)
+        order = {i.situation_id: i.position for i in sample.items}
+        q = select(Generation, Situation).join(Situation, Situation.id == Generation.situation_id).where(
+            Generation.sample_name == cfg.sample)
+        if cfg.sources is not None:
+            q = q.where(Generation.source.in_(cfg.sources))
+        rows = [(g, sit) for g, sit in s.execute(q)]
+    if cfg.sources is not None:
+        missing = set(cfg.sources) - {g.source for g, _ in rows}
+        if missing:
+            raise UserError(f"no generations for source(s) {', '.join(sorted(missing))} in sample {cfg.sample!r}")
+    if not rows:
+        raise UserError(f"sample {cfg.sample!r} has no generations yet; run `emplifai generate` first")
+    rows.sort(key=lambda r: (r[0].source, order[r[0].situation_id]))
+    if cfg.limit is not None:
+        per: dict[str, int] = defaultdict(int)
+        kept = []
+        for g, sit in rows:
+            if per[g.source] < cfg.limit:
+                kept.append((g, sit))
+                per[g.source] += 1
+        rows = kept
+    return rows
+
+
+def _existing(store: Store, cfg: JudgeConfig, gen_ids: list[int]) -> dict[tuple[int, str, int], JudgeScore]:
+    with store.transaction() as s:
+        rows = s.scalars(select(JudgeScore).where(
+            JudgeScore.judge == cfg.spec, JudgeScore.layout == cfg.layout, JudgeScore.metric.in_(cfg.metrics),
+            JudgeScore.generation_id.in_(gen_ids))).all()
+        stale = [r for r in rows if r.prompt_version != cfg.prompt_version and r.rule is None]
+        if stale and not cfg.replace:
+            raise UserError(
+                f"{len(stale)} stored scores of this judge come from prompt version {stale[0].prompt_version!r}, "
+                f"not {cfg.prompt_version!r}; pass --replace to score again (old scores are deleted)"
+            )
+        drop = [r.id for r in rows if (cfg.replace and r.prompt_version != cfg.prompt_version)
+                or (cfg.retry_failed and r.failure is not None)]
+        if drop:
+            s.execute(delete(JudgeScore).where(JudgeScore.id.in_(drop)))
+        return {(r.generation_id, r.metric, r.repeat): r for r in rows if r.id not in set(drop)}
+
+
+def judge(store: Store, cfg: JudgeConfig, *, progress: Callable[[int], None] | None = None, llm: Any = None,
+          on_total: Callable[[int], None] | None = None) -> JudgeReport:
+    from emplifai.evaluate.models import load_llm
+
+    for m in cfg.metrics:
+        if m not in METRICS:
+            raise UserError(f"unknown metric {m!r}; use {', '.join(METRICS)}")
+    if cfg.layout not in jp.LAYOUTS:
+        raise UserError(f"unknown layout {cfg.layout!r}; use {', '.join(jp.LAYOUTS)}")
+    if cfg.repeats < 1 or cfg.retries < 0:
+        raise UserError("--repeats must be ≥ 1 and --retries ≥ 0")
+    rows = _generations(store, cfg)
+    model = llm or load_llm(cfg.spec)
+    try:
+        judge_sig = model.signature()
+        check_blind(cfg.spec, {"llm": judge_sig}, [g for g, _ in rows], cfg.allow_self)
+        done = _existing(store, cfg, [g.id for g, _ in rows])
+        report = JudgeReport()
+        rule_rows, tasks = [], []
+        base_sig = {"judge": cfg.spec, "llm": judge_sig, "lang": cfg.lang, "shots": cfg.shots, "layout": cfg.layout,
+                    "retries": cfg.retries, "weighted": cfg.weighted, "emplifai": __version__}
+        for metric in cfg.metrics:
+            for r in range(cfg.repeats):
+                for g, sit in rows:
+                    if (g.id, metric, r) in done:
+                        report.skipped += 1
+                    elif g.malformed is not None:
+                        rule_rows.append(JudgeScore(
+                            generation_id=g.id, judge=cfg.spec, metric=metric, layout=cfg.layout, repeat=r, score=1,
+                            feedback=f"形式不備のため規則により最低点（{g.malformed}）", rule="malformed", attempts=0,
+                            signature={**base_sig, "rule": "malformed generation gets the lowest score (paper §5.1)"},
+                            prompt_version=cfg.prompt_version))
+                    else:
+                        msgs = jp.messages(metric, emotion=sit.emotion, situation=sit.text, patient=g.patient or "",
+                                           supporter=g.supporter or "", layout=cfg.layout, lang=cfg.lang,
+                                           shots=cfg.shots)  # type: ignore[arg-type]
+                        tasks.append(_Task(g.id, metric, r, msgs))
+        if on_total is not None:
+            on_total(len(tasks) + len(rule_rows))
+        if rule_rows:
+            with store.transaction() as s:
+                s.add_all(rule_rows)
+            report.by_rule += len(rule_rows)
+            if progress is not None:
+                progress(len(rule_rows))
+        for c0 in range(0, len(tasks), CHUNK):
+            chunk = tasks[c0 : c0 + CHUNK]
+            out = _run_chunk(model, cfg, chunk, base_sig, report)
+            with store.transaction() as s:
+                s.add_all(out)
+            if progress is not None:
+                progress(len(chunk))
+        return report
+    finally:
+        if llm is None:
+            model.close()
+
+
+def _params(cfg: JudgeConfig, repeat: int, attempt: int) -> Any:
+    from emplifai.llm.base import GenParams
+
+    temperature = cfg.temperature if attempt == 0 else max(cfg.temperature, RETRY_TEMPERATURE)
+    return GenParams(max_tokens=cfg.max_tokens, temperature=temperature, seed=cfg.seed + repeat + 1000 * attempt,
+                     stop=STOP, logprobs=5 if cfg.weighted else None)
+
+
+def _run_chunk(model: Any, cfg: JudgeConfig, chunk: list[_Task], base_sig: dict[str, Any],
+               report: JudgeReport) -> list[JudgeScore]:
+    from emplifai.llm.base import LLMFailure
+
+    raws: dict[int, list[str]] = defaultdict(list)
+    reasons: dict[int, list[str]] = defaultdict(list)
+    results: dict[int, JudgeScore] = {}
+    pending = list(range(len(chunk)))
+    for attempt in range(cfg.retries + 1):
+        if not pending:
+            break
+        # the params depend on the repeat index (seed), so batch per repeat value
+        by_repeat: dict[int, list[int]] = defaultdict(list)
+        for i in pending:
+            by_repeat[chunk[i].repeat].append(i)
+        still = []
+        for repeat, idx in by_repeat.items():
+            params = _params(cfg, repeat, attempt)
+            answers = model.batch_chat([chunk[i].messages for i in idx], params, concurrency=cfg.concurrency)
+            report.attempts += len(idx)
+            for i, ans in zip(idx, answers, strict=True):
+                if isinstance(ans, LLMFailure):
+                    raws[i].append(ans.raw or "")
+                    reasons[i].append(f"attempt {attempt + 1}: backend: {ans.reason}")
+                    still.append(i)
+                    continue
+                text = ans.text
+                fixed = text if text.rstrip().endswith("}") else text + "}"
+                parsed = jp.parse_judgement(fixed)
+                raws[i].append(text)
+                if not parsed.ok:
+                    reasons[i].append(f"attempt {attempt + 1}: {parsed.error}")
+                    still.append(i)
+                    continue
+                t = chunk[i]
+                results[i] = JudgeScore(
+                    generation_id=t.gen_id, judge=cfg.spec, metric=t.metric, layout=cfg.layout, repeat=t.repeat,
+                    score=parsed.score, weighted=jp.weighted_score(ans.token_logprobs) if cfg.weighted else None,
+                    feedback=parsed.feedback, raw=_join(raws[i]), failure=None, attempts=attempt + 1,
+                    signature={**base_sig, "params": params.model_dump(mode="json"),
+                               "earlier_failures": reasons[i] or None},
+                    prompt_version=cfg.prompt_version)
+                report.scored += 1
+        pending = still
+    for i in pending:
+        t = chunk[i]
+        reason = "; ".join(reasons[i])
+        results[i] = JudgeScore(
+            generation_id=t.gen_id, judge=cfg.spec, metric=t.metric, layout=cfg.layout, repeat=t.repeat, score=None,
+            weighted=None, feedback=None, raw=_join(raws[i]), failure=reason, attempts=cfg.retries + 1,
+            signature={**base_sig, "params": _params(cfg, t.repeat, cfg.retries).model_dump(mode="json")},
+            prompt_version=cfg.prompt_version)
+        report.failed += 1
+        report.failures.append(f"generation {t.gen_id} {t.metric} #{t.repeat}: {reason}")
+    return [results[i] for i in range(len(chunk))]
+
+
+def _join(raws: list[str]) -> str:
+    if len(raws) == 1:
+        return raws[0]
+    return "".join(f"----- attempt {k} -----\n{r}\n" for k, r in enumerate(raws, 1))
+
+
+# ------------------------------------------------------------------------------------------ per-item views
+def item_scores(store: Store, judge_spec: str, sample: str, *, layout: str = "standard", weighted: bool = False,
+                sources: Sequence[str] | None = None) -> dict[tuple[int, str], list[float]]:
+    """(generation id, metric) -> the scores of every repeat (failures left out; rule scores included)."""
+    with store.transaction() as s:
+        q = select(JudgeScore).join(Generation, Generation.id == JudgeScore.generation_id).where(
+            JudgeScore.judge == judge_spec, JudgeScore.layout == layout, Generation.sample_name == sample)
+        if sources is not None:
+            q = q.where(Generation.source.in_(sources))
+        out: dict[tuple[int, str], list[float]] = defaultdict(list)
+        for r in s.scalars(q):
+            value = r.weighted if weighted and r.weighted is not None else r.score
+            if weighted and r.weighted is None and r.rule is None:
+                continue
+            if value is not None:
+                out[(r.generation_id, r.metric)].append(float(value))
+        return dict(out)
+
+
+def spread(scores: dict[tuple[int, str], list[float]]) -> dict[str, dict[str, float | int | None]]:
+    """Per metric: how much repeated judgements of the same item disagree (mean and max per-item std, range)."""
+    per: dict[str, list[list[float]]] = defaultdict(list)
+    for (_gid, metric), vals in scores.items():
+        if len(vals) > 1:
+            per[metric].append(vals)
+    out: dict[str, dict[str, float | int | None]] = {}
+    for metric in METRICS:
+        items = per.get(metric, [])
+        if not items:
+            continue
+        sds = [statistics.pstdev(v) for v in items]
+        out[metric] = {"items": len(items), "mean_sd": round(statistics.fmean(sds), 4), "max_sd": round(max(sds), 4),
+                       "max_range": max(max(v) - min(v) for v in items),
+                       "share_disagreeing": round(sum(sd > 0 for sd in sds) / len(sds), 4)}
+    return out

@@ -1,0 +1,262 @@
+"""Tables 4 and 5, the judge bias report and per-metric plots, from stored results only.
+
+Table 4: judge mean per metric per source (malformed generations at the rule score 1, as in the paper) plus the
+mean over well-formed generations only, the malformed / non-Japanese / judge-failure counts.
+Table 5: judge vs human means, Pearson r (p), Spearman rho, MAD with bootstrap CIs, and the raters' alpha/ICC.
+Every JSON carries its provenance: judge spec + signature, prompt versions, sample, library versions.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections import defaultdict
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from emplifai import __version__
+from emplifai.errors import UserError
+from emplifai.evaluate.agree import pair_stats
+from emplifai.evaluate.judge import item_scores, spread
+from emplifai.evaluate.ratings import human_scores, summary
+from emplifai.evaluate.sample import require_sample
+from emplifai.prompts import judge as jp
+from emplifai.store.db import Store
+from emplifai.store.evaluation import METRICS, Generation, JudgeScore
+
+
+def _versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"emplifai": __version__}
+    for dist in ("scipy", "numpy", "krippendorff", "scikit-learn"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
+def _provenance(store: Store, judge: str, sample: str) -> dict[str, Any]:
+    with store.transaction() as s:
+        smp = require_sample(s, sample)
+        row = s.scalars(select(JudgeScore).where(JudgeScore.judge == judge, JudgeScore.rule.is_(None)).limit(1)).first()
+        versions = sorted(set(s.scalars(select(JudgeScore.prompt_version).where(JudgeScore.judge == judge))))
+        return {"judge": judge, "judge_signature": row.signature if row else None, "judge_prompt_versions": versions,
+                "sample": {"name": sample, "seed": smp.seed, "n": smp.n, **smp.meta}, "versions": _versions()}
+
+
+def _sources(store: Store, sample: str) -> list[str]:
+    with store.transaction() as s:
+        return sorted(set(s.scalars(select(Generation.source).where(Generation.sample_name == sample))))
+
+
+def _mean(v: list[float]) -> float | None:
+    return round(statistics.fmean(v), 4) if v else None
+
+
+def table4(store: Store, judge: str, sample: str = "default", weighted: bool = False) -> dict[str, Any]:
+    rows: dict[str, Any] = {}
+    with store.transaction() as s:
+        gens = {g.id: g for g in s.scalars(select(Generation).where(Generation.sample_name == sample))}
+        fails = defaultdict(int)
+        for r in s.scalars(select(JudgeScore).where(JudgeScore.judge == judge, JudgeScore.layout == "standard",
+                                                    JudgeScore.failure.is_not(None))):
+            if r.generation_id in gens:
+                fails[(gens[r.generation_id].source, r.metric)] += 1
+    scores = item_scores(store, judge, sample, weighted=weighted)
+    if not scores:
+        raise UserError(f"no scores of judge {judge!r} in sample {sample!r}; run `emplifai judge` first")
+    for src in _sources(store, sample):
+        ids = [g.id for g in gens.values() if g.source == src]
+        malformed = {g.id for g in gens.values() if g.source == src and g.malformed is not None}
+        entry: dict[str, Any] = {"n": len(ids), "malformed": len(malformed),
+                                 "non_japanese": sum(gens[i].non_japanese for i in ids), "metrics": {}}
+        for m in METRICS:
+            per_item = {i: statistics.fmean(scores[(i, m)]) for i in ids if (i, m) in scores}
+            if not per_item and not fails.get((src, m)):
+                continue
+            entry["metrics"][m] = {
+                "mean": _mean(list(per_item.values())),
+                "mean_wellformed": _mean([v for i, v in per_item.items() if i not in malformed]),
+                "scored": len(per_item), "failures": fails.get((src, m), 0),
+            }
+        if entry["metrics"]:
+            rows[src] = entry
+    return {"table": "4", "weighted": weighted, "rows": rows, "spread": spread(scores),
+            "provenance": _provenance(store, judge, sample)}
+
+
+def table5(store: Store, judge: str, source: str, sample: str = "default", *, weighted: bool = False,
+           n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+    judged = item_scores(store, judge, sample, weighted=weighted, sources=[source])
+    humans = human_scores(store, sample, source)
+    if not humans:
+        raise UserError(f"no human ratings for source {source!r} in sample {sample!r}; run `emplifai ratings import`")
+    raters = summary(store, sample, source)
+    metrics: dict[str, Any] = {}
+    for m in METRICS:
+        pairs = [(statistics.fmean(judged[(gid, mm)]), statistics.fmean(d.values()))
+                 for (gid, mm), d in sorted(humans.items()) if mm == m and (gid, mm) in judged]
+        if not pairs:
+            continue
+        st = pair_stats([p[0] for p in pairs], [p[1] for p in pairs], n_boot=n_boot, seed=seed)
+        r = raters["metrics"].get(m, {})
+        metrics[m] = {**st, "alpha_ordinal": r.get("alpha_ordinal"), "icc1": r.get("icc1"), "icc1k": r.get("icc1k")}
+    if not metrics:
+        raise UserError("no dialogue has both a judge score and human ratings")
+    return {"table": "5", "source": source, "weighted": weighted, "raters": raters["raters"], "metrics": metrics,
+            "provenance": _provenance(store, judge, sample)}
+
+
+def bias(store: Store, judge: str, sample: str = "default", layout: str = "blocks") -> dict[str, Any]:
+    """Length bias (score vs supporter-reply length) and layout bias (score shift under another layout)."""
+    with store.transaction() as s:
+        gens = {g.id: g for g in s.scalars(select(Generation).where(Generation.sample_name == sample,
+                                                                      Generation.malformed.is_(None)))}
+    std = item_scores(store, judge, sample)
+    alt = item_scores(store, judge, sample, layout=layout)
+    out: dict[str, Any] = {"layout": layout, "length": {}, "layout_shift": {}}
+    for m in METRICS:
+        pts = [(len(gens[g].supporter or ""), statistics.fmean(v))
+               for (g, mm), v in std.items() if mm == m and g in gens]
+        if pts:
+            st = pair_stats([p[1] for p in pts], [float(p[0]) for p in pts], n_boot=0)
+            out["length"][m] = {"n": st["n"], "pearson_r": st["pearson_r"], "pearson_p": st["pearson_p"],
+                                "spearman_rho": st["spearman_rho"], "spearman_p": st["spearman_p"], "note": st["note"]}
+        both = [(statistics.fmean(std[k]), statistics.fmean(alt[k])) for k in std if k[1] == m and k in alt
+                and k[0] in gens]
+        if both:
+            diffs = [b - a for a, b in both]
+            out["layout_shift"][m] = {"n": len(both), "mean_shift": _mean(diffs),
+                                      "share_changed": round(sum(d != 0 for d in diffs) / len(diffs), 4),
+                                      "mean_abs_shift": _mean([abs(d) for d in diffs])}
+    out["provenance"] = _provenance(store, judge, sample)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- markdown
+def _f(v: Any, nd: int = 2) -> str:
+    return "–" if v is None else f"{v:.{nd}f}"
+
+
+def md4(t: dict[str, Any]) -> str:
+    head = "| 生成元 Source (n) | " + " | ".join(jp.label(m) for m in METRICS) + " | 形式不備 Malformed | 非日本語 |"
+    lines = ["# Table 4: LLM-as-a-Judge", "", f"Judge: `{t['provenance']['judge']}`"
+             + (" (G-Eval weighted)" if t["weighted"] else ""), "", head, "|" + "---|" * (len(METRICS) + 3)]
+    for src, e in t["rows"].items():
+        cells = []
+        for m in METRICS:
+            x = e["metrics"].get(m)
+            cells.append("–" if x is None else _f(x["mean"]) + (f" ({x['failures']} fail)" if x["failures"] else ""))
+        lines.append(f"| {src} ({e['n']}) | " + " | ".join(cells) + f" | {e['malformed']} | {e['non_japanese']} |")
+    lines += ["", "Malformed generations get the lowest score (1) on every metric by rule (paper §5.1); means over "
+              "well-formed generations only and judge failures (score NULL, raw output stored) are in table4.json."]
+    if t["spread"]:
+        lines += ["", "Repeat spread (mean per-item SD): " + ", ".join(
+            f"{jp.label(m)} {v['mean_sd']:.2f}" for m, v in t["spread"].items())]
+    return "\n".join(lines) + "\n"
+
+
+def md5(t: dict[str, Any]) -> str:
+    ms = [m for m in METRICS if m in t["metrics"]]
+    rows = {
+        "LLM judge mean": [_f(t["metrics"][m]["judge_mean"]) for m in ms],
+        "Human mean": [_f(t["metrics"][m]["human_mean"]) for m in ms],
+        "Pearson r (p)": [("–" if t["metrics"][m]["pearson_r"] is None else
+                           f"{t['metrics'][m]['pearson_r']:.3f} (p={t['metrics'][m]['pearson_p']:.2f})") for m in ms],
+        "Spearman ρ": [_f(t["metrics"][m]["spearman_rho"], 3) for m in ms],
+        "MAD [95% CI]": [f"{_f(t['metrics'][m]['mad'], 3)} " + (
+            "[{:.2f}, {:.2f}]".format(*t["metrics"][m]["ci95"]["mad"]) if t["metrics"][m]["ci95"].get("mad") else "")
+            for m in ms],
+        "Krippendorff α (raters)": [_f(t["metrics"][m]["alpha_ordinal"], 3) for m in ms],
+        "ICC(1,k) (raters)": [_f(t["metrics"][m]["icc1k"], 3) for m in ms],
+    }
+    lines = ["# Table 5: judge vs human raters", "", f"Judge: `{t['provenance']['judge']}`; source: `{t['source']}`; "
+             f"raters: {t['raters']}", "", "| | " + " | ".join(jp.label(m) for m in ms) + " |",
+             "|---|" + "---|" * len(ms)]
+    lines += [f"| {k} | " + " | ".join(v) + " |" for k, v in rows.items()]
+    notes = [f"- {jp.label(m)}: {t['metrics'][m]['note']}" for m in ms if t["metrics"][m]["note"]]
+    if notes:
+        lines += ["", *notes]
+    return "\n".join(lines) + "\n"
+
+
+def md_bias(b: dict[str, Any]) -> str:
+    lines = ["# Judge bias report", "", "## Reply length (characters of the supporter turn) vs score", "",
+             "| metric | n | Pearson r (p) | Spearman ρ | note |", "|---|---|---|---|---|"]
+    for m, v in b["length"].items():
+        r = "–" if v["pearson_r"] is None else f"{v['pearson_r']:.3f} (p={v['pearson_p']:.2f})"
+        lines.append(f"| {jp.label(m)} | {v['n']} | {r} | {_f(v['spearman_rho'], 3)} | {v['note'] or ''} |")
+    lines += ["", f"## Layout shift ({b['layout']} − standard)", "",
+              "| metric | n | mean shift | mean |shift| | share changed |", "|---|---|---|---|---|"]
+    for m, v in b["layout_shift"].items():
+        lines.append(f"| {jp.label(m)} | {v['n']} | {_f(v['mean_shift'])} | {_f(v['mean_abs_shift'])} | "
+                     f"{v['share_changed']:.0%} |")
+    if not b["layout_shift"]:
+        lines.append(f"(no scores under layout {b['layout']!r}: run `emplifai judge --layout {b['layout']}`)")
+    return "\n".join(lines) + "\n"
+
+
+def write(out: Path, name: str, data: dict[str, Any], markdown: str) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(data, ensure_ascii=False, indent=2), encoding="utf-8")
+    (out / f"{name}.md").write_text(markdown, encoding="utf-8")
+    return [out / f"{name}.json", out / f"{name}.md"]
+
+
+# ------------------------------------------------------------------------------------------------- plots
+def plots(store: Store, judge: str, out: Path, sample: str = "default", human_source: str | None = None) -> list[Path]:
+    """Per metric one PNG: score distribution per source (left) and judge vs human scatter (right, if rated)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib_fontja  # noqa: F401  (sets a Japanese font family: labels render, no tofu boxes)
+    import numpy as np
+
+    out.mkdir(parents=True, exist_ok=True)
+    with store.transaction() as s:
+        src_of = dict(s.execute(select(Generation.id, Generation.source).where(
+            Generation.sample_name == sample)).all())
+    scores = item_scores(store, judge, sample)
+    humans = human_scores(store, sample, human_source) if human_source else {}
+    rng = np.random.default_rng(0)
+    written = []
+    for m in METRICS:
+        by_src: dict[str, list[float]] = defaultdict(list)
+        for (gid, mm), v in scores.items():
+            if mm == m:
+                by_src[src_of[gid]].append(statistics.fmean(v))
+        if not by_src:
+            continue
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+        bins = np.arange(0.75, 5.5, 0.5)
+        for src, vals in sorted(by_src.items()):
+            a1.hist(vals, bins=bins, alpha=0.5, label=f"{src[:30]} (n={len(vals)})")
+        a1.set_title(f"{jp.label(m)}：生成元ごとのスコア分布")
+        a1.set_xlabel("審査LLMのスコア（1〜5）")
+        a1.set_ylabel("対話数")
+        a1.legend(fontsize=7)
+        pairs = [(statistics.fmean(scores[(gid, m)]), statistics.fmean(d.values()))
+                 for (gid, mm), d in humans.items() if mm == m and (gid, m) in scores]
+        if pairs:
+            x = np.array([p[0] for p in pairs]) + rng.uniform(-0.08, 0.08, len(pairs))
+            y = np.array([p[1] for p in pairs]) + rng.uniform(-0.08, 0.08, len(pairs))
+            a2.scatter(x, y, s=14, alpha=0.7)
+            a2.plot([1, 5], [1, 5], color="grey", lw=0.8, ls="--")
+            a2.set_title(f"{jp.label(m)}：審査LLM と 人間評価者（n={len(pairs)}）")
+        else:
+            a2.text(0.5, 0.5, "人間の評価なし", ha="center", va="center", transform=a2.transAxes)
+            a2.set_title(f"{jp.label(m)}：審査LLM と 人間評価者")
+        a2.set_xlim(0.5, 5.5)
+        a2.set_ylim(0.5, 5.5)
+        a2.set_xlabel("審査LLMのスコア")
+        a2.set_ylabel("人間評価者の平均スコア")
+        fig.tight_layout()
+        path = out / f"plot_{m}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written

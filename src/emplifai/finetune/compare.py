@@ -1,0 +1,237 @@
+"""Before/after comparison of two model specs (the paper's fine-tuning experiment, section 5.2).
+
+Both models go through the same evaluation on held-out data:
+
+* generation on a seeded sample of *test-split* situations (never seen in fine-tuning), with the strict
+  format parser: **format adherence** is the share of outputs that are exactly ``患者：…\\n支援者：…``;
+* the LLM judge on those generations (malformed output gets the lowest score by rule, as in the paper);
+* taxonomy validation: label prediction on test-split dialogues (top-1 / top-3 accuracy against the gold
+  emotion, unparsed answers counted).
+
+Everything is stored through the evaluation and prediction stages (``generate``, ``judge``, ``predict``), so
+a rerun resumes and skips finished items; the table is written as ``compare.md`` and ``compare.json`` with
+what produced every number (specs, LLM signatures, judge, sample, prompt versions, library versions).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from emplifai.errors import UserError
+
+COMPARE_VERSION = "compare-v1"
+
+
+@dataclass
+class CompareResult:
+    table: dict[str, Any]
+    markdown: str
+    md_path: Path
+    json_path: Path
+
+
+def ensure_test_sample(store: Any, n: int, seed: int) -> tuple[str, int]:
+    """A seeded sample of test-split situations for generation (created once, reused on rerun)."""
+    from sqlalchemy import select
+
+    from emplifai.evaluate.sample import draw
+    from emplifai.store import repo
+    from emplifai.store.evaluation import EvalSample, EvalSampleItem
+    from emplifai.store.models import Situation
+
+    with store.transaction() as s:
+        manifest = repo.require_manifest(s)
+        test_ids = {sid for sid, split in repo.split_of(s, manifest).items() if split == "test"}
+        live = {r.situation_id for r in repo.iter_records(s, split="test", manifest=manifest)}
+        rows = s.execute(select(Situation.id, Situation.emotion).where(Situation.id.in_(sorted(test_ids & live))))
+        pop = sorted((a, b) for a, b in rows)
+        if not pop:
+            raise UserError("the test split has no live situations: nothing to compare on")
+        n_used = min(n, len(pop))
+        name = f"cmp-m{manifest.id}-n{n_used}-s{seed}"
+        items = draw(pop, n_used, seed)
+        old = s.get(EvalSample, name)
+        if old is not None:
+            if [(i.situation_id, i.emotion) for i in old.items] != items:
+                raise UserError(f"sample {name!r} exists with other items; the test split changed")
+            return name, n_used
+        sample = EvalSample(name=name, seed=seed, n=n_used, meta={"population": len(pop), "split": "test",
+                                                                   "manifest_id": manifest.id, "by": COMPARE_VERSION})
+        sample.items = [EvalSampleItem(position=i, situation_id=a, emotion=b) for i, (a, b) in enumerate(items)]
+        s.add(sample)
+    return name, n_used
+
+
+def _generation_stats(store: Any, sample: str, source: str) -> dict[str, Any]:
+    from sqlalchemy import select
+
+    from emplifai.store.evaluation import Generation
+
+    with store.transaction() as s:
+        gens = list(s.scalars(select(Generation).where(Generation.sample_name == sample, Generation.source == source)))
+        sig = gens[0].signature if gens else None
+        reasons: dict[str, int] = {}
+        for g in gens:
+            if g.malformed:
+                key = g.malformed.split(";")[0][:60]
+                reasons[key] = reasons.get(key, 0) + 1
+        return {
+            "n": len(gens),
+            "format_ok": sum(g.malformed is None for g in gens),
+            "format_adherence": (sum(g.malformed is None for g in gens) / len(gens)) if gens else None,
+            "non_japanese": sum(bool(g.non_japanese) for g in gens),
+            "malformed_reasons": dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
+            "examples": [g.raw[:300] for g in gens[:3]],
+            "signature": sig,
+        }
+
+
+def _judge_means(store: Any, judge_spec: str, sample: str, source: str, metrics: tuple[str, ...]) -> dict[str, Any]:
+    from emplifai.evaluate.judge import item_scores
+
+    scores = item_scores(store, judge_spec, sample, sources=[source])
+    out: dict[str, Any] = {}
+    for m in metrics:
+        vals = [statistics.fmean(v) for (_gid, metric), v in scores.items() if metric == m and v]
+        out[m] = {"mean": statistics.fmean(vals) if vals else None, "n": len(vals)}
+    return out
+
+
+def _taxonomy(store: Any, spec: str, limit: int | None) -> dict[str, Any]:
+    from emplifai.evaluate.models import load_llm
+    from emplifai.predict.runs import PredictConfig, load_predictions, predict_split
+
+    cfg = PredictConfig()
+    with load_llm(spec) as llm:
+        summary = predict_split(store, llm, spec, cfg, split="test", limit=limit)
+        sig = llm.signature()
+    rows = load_predictions(store, summary.run_id)
+    done = [r for r in rows if r.predicted is not None]
+    return {
+        "run_id": summary.run_id,
+        "n": len(rows),
+        "top1": (sum(r.predicted == r.gold for r in done) / len(rows)) if rows else None,
+        "top3": (sum(bool(r.top3) and r.gold in r.top3 for r in done) / len(rows)) if rows else None,
+        "unparsed_or_failed": len(rows) - len(done),
+        "config": cfg.model_dump(),
+        "signature": sig,
+    }
+
+
+def run(*, before: str, after: str, out: str | os.PathLike[str] = "compare", n: int = 100, seed: int = 42,
+        judge: str | None = None, metrics: tuple[str, ...] | None = None, predict_limit: int | None = None,
+        max_tokens: int = 160, db: str | None = None) -> CompareResult:
+    """Generate, judge and validate the taxonomy with both specs; write compare.md and compare.json."""
+    from emplifai import __version__
+    from emplifai.evaluate.generate import generate
+    from emplifai.evaluate.judge import JudgeConfig
+    from emplifai.evaluate.judge import judge as run_judge
+    from emplifai.evaluate.models import load_llm
+    from emplifai.prompts.generation import PROMPT_VERSION
+    from emplifai.store.db import open_store
+    from emplifai.store.evaluation import METRICS
+
+    if before == after:
+        raise UserError("--before and --after are the same spec")
+    metrics = tuple(metrics or METRICS)
+    for m in metrics:
+        if m not in METRICS:
+            raise UserError(f"unknown judge metric {m!r}; use {', '.join(METRICS)}")
+    for spec in (before, after):  # a bad spec or a missing adapter fails before any work
+        load_llm(spec).close()
+    judge_spec = judge or before
+    out = Path(out)
+    store = open_store(db)
+    try:
+        sample, n_used = ensure_test_sample(store, n, seed)
+        gen_reports = {}
+        for spec in (before, after):
+            rep = generate(store, spec=spec, sample_name=sample, max_tokens=max_tokens, seed=seed)
+            gen_reports[spec] = {"added": rep.added, "skipped": rep.skipped, "backend_failures": rep.backend_failures}
+        jcfg = JudgeConfig(spec=judge_spec, sample=sample, sources=(before, after), metrics=metrics, seed=seed,
+                           allow_self=True)  # offline the embedded model is the only judge; marked in the table
+        jrep = run_judge(store, jcfg)
+        cols = {}
+        for role, spec in (("before", before), ("after", after)):
+            cols[role] = {
+                "spec": spec,
+                "generation": _generation_stats(store, sample, spec),
+                "judge": _judge_means(store, judge_spec, sample, spec, metrics),
+                "taxonomy": _taxonomy(store, spec, predict_limit),
+            }
+        table = {
+            "compare_version": COMPARE_VERSION,
+            "sample": {"name": sample, "n": n_used, "n_requested": n, "seed": seed, "split": "test"},
+            "judge": {"spec": judge_spec, "metrics": list(metrics), "self_judging": judge_spec in (before, after),
+                      "scored": jrep.scored, "failed": jrep.failed, "by_rule": jrep.by_rule,
+                      "prompt_version": jcfg.prompt_version},
+            "generation_prompt_version": PROMPT_VERSION,
+            "generation_runs": gen_reports,
+            "columns": cols,
+            "versions": {"emplifai": __version__},
+        }
+    finally:
+        store.dispose()
+    md = render_markdown(table)
+    out.mkdir(parents=True, exist_ok=True)
+    md_path, json_path = out / "compare.md", out / "compare.json"
+    for path, text in ((md_path, md), (json_path, json.dumps(table, indent=2, ensure_ascii=False, default=str))):
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    return CompareResult(table, md, md_path, json_path)
+
+
+def _fmt(x: float | None, pct: bool = False) -> str:
+    if x is None:
+        return "–"
+    return f"{100 * x:.1f}%" if pct else f"{x:.2f}"
+
+
+def _delta(a: float | None, b: float | None, pct: bool = False) -> str:
+    if a is None or b is None:
+        return "–"
+    d = b - a
+    return f"{100 * d:+.1f} pt" if pct else f"{d:+.2f}"
+
+
+def render_markdown(table: dict[str, Any]) -> str:
+    b, a = table["columns"]["before"], table["columns"]["after"]
+    rows: list[tuple[str, float | None, float | None, bool]] = [
+        ("format adherence (患者：/支援者： exactly)", b["generation"]["format_adherence"],
+         a["generation"]["format_adherence"], True),
+        ("non-Japanese outputs", _share(b["generation"], "non_japanese"), _share(a["generation"], "non_japanese"),
+         True),
+    ]
+    for m in table["judge"]["metrics"]:
+        rows.append((f"judge: {m} (1–5)", b["judge"][m]["mean"], a["judge"][m]["mean"], False))
+    rows.append(("taxonomy validation top-1 accuracy", b["taxonomy"]["top1"], a["taxonomy"]["top1"], True))
+    rows.append(("taxonomy validation top-3 accuracy", b["taxonomy"]["top3"], a["taxonomy"]["top3"], True))
+    s = table["sample"]
+    lines = [
+        "# Before / after fine-tuning",
+        "",
+        f"- before: `{b['spec']}`",
+        f"- after: `{a['spec']}`",
+        f"- generation: {s['n']} test-split situations (seed {s['seed']}, sample `{s['name']}`), "
+        f"prompt {table['generation_prompt_version']}",
+        f"- judge: `{table['judge']['spec']}`" + (" (self-judging: the judge is one of the compared models)"
+                                                  if table["judge"]["self_judging"] else "")
+        + "; malformed generations get the lowest score by rule",
+        f"- taxonomy validation: {b['taxonomy']['n']} test-split dialogues, label scoring",
+        "",
+        "| measure | before | after | Δ |",
+        "|---|---:|---:|---:|",
+    ]
+    for label, x, y, pct in rows:
+        lines.append(f"| {label} | {_fmt(x, pct)} | {_fmt(y, pct)} | {_delta(x, y, pct)} |")
+    return "\n".join(lines) + "\n"
+
+
+def _share(gen: dict[str, Any], key: str) -> float | None:
+    return gen[key] / gen["n"] if gen["n"] else None

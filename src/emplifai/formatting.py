@@ -1,0 +1,29 @@
+"""How numbers are written in every table emplifai prints: one rule for a missing value, decimals, shares.
+
+A missing number is "–" everywhere (Markdown, HTML, CLI), never "None", "nan" or 0, so a reader can tell
+"not computed" from "zero"; the JSON beside each table says why it is missing.
+"""
+
+from __future__ import annotations
+
+MISSING = "–"
+
+
+def num(x: float | int | str | None, digits: int = 2) -> str:
+    """A float with ``digits`` decimals; other values (counts, notes) as they are."""
+    if x is None:
+        return MISSING
+    return f"{x:.{digits}f}" if isinstance(x, float) else str(x)
+
+
+def pct(x: float | None, digits: int = 1) -> str:
+    """A share in [0, 1] as a percentage."""
+    return MISSING if x is None else f"{100 * x:.{digits}f}%"
+
+
+def delta(a: float | None, b: float | None, digits: int = 2, as_points: bool = False) -> str:
+    """b − a with its sign; for shares (``as_points``) in percentage points."""
+    if a is None or b is None:
+        return MISSING
+    d = b - a
+    return f"{100 * d:+.{digits}f} pt" if as_points else f"{d:+.{digits}f}"

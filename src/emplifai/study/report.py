@@ -1,0 +1,164 @@
+"""The study report: reads stored results only and renders Markdown plus one self-contained HTML file.
+
+Images are embedded as data URIs so the HTML can be mailed or archived as a single file.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import platform
+import re
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from emplifai import __version__, taxonomy
+from emplifai.dataset import stats
+
+if TYPE_CHECKING:
+    from emplifai.study.runner import Study
+
+LIBRARIES = ("torch", "transformers", "llama-cpp-python", "bert-score", "scikit-learn", "scipy", "sqlalchemy")
+
+
+def _versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"emplifai": __version__, "python": platform.python_version()}
+    for lib in LIBRARIES:
+        try:
+            out[lib] = version(lib)
+        except PackageNotFoundError:
+            out[lib] = None
+    return out
+
+
+def _data_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+
+
+def _per_emotion_chart(table2: dict[str, Any], folder: Path, out: Path) -> Path | None:
+    """Per-emotion accuracy of every model side by side, Japanese labels."""
+    from emplifai.predict.table2 import slug
+
+    series = {}
+    for e in table2.get("models", []):
+        f = folder / f"metrics_{slug(e['model'])}.json"
+        if f.exists():
+            per = json.loads(f.read_text(encoding="utf-8"))["per_emotion"]
+            series[e["model"]] = [per[lab.en]["accuracy"] or 0.0 for lab in taxonomy.LABELS]
+    if not series:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib_fontja  # noqa: F401  (Japanese font: no tofu boxes)
+    import numpy as np
+
+    x = np.arange(len(taxonomy.LABELS))
+    width = 0.8 / len(series)
+    fig, ax = plt.subplots(figsize=(12, 4))
+    for i, (model, acc) in enumerate(series.items()):
+        ax.bar(x + i * width, acc, width, label=model[:40])
+    ax.set_xticks(x + 0.4 - width / 2, [lab.ja for lab in taxonomy.LABELS], rotation=60, fontsize=8)
+    ax.set_ylabel("正解率 accuracy")
+    ax.set_ylim(0, 1)
+    ax.set_title("感情ごとの正解率（逆推定）")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def _evaluation(study: Study) -> dict[str, Any]:
+    """Tables 4 and 5 and their plots, when the judge stage has run."""
+    from emplifai.errors import UserError
+    from emplifai.evaluate import tables as rep
+
+    folder = study.out / "eval"
+    judge, sample = study.cfg.judge.judge, study.cfg.sample.name
+    result: dict[str, Any] = {"table4": None, "table5": None, "bias": None, "plots": [], "why_no_table5": None}
+    try:
+        result["table4"] = rep.table4(study.store, judge, sample)
+    except UserError as exc:
+        result["why_no_table4"] = str(exc)
+        return result
+    rep.write(folder, "table4", result["table4"], rep.md4(result["table4"]))
+    result["bias"] = rep.bias(study.store, judge, sample)
+    rep.write(folder, "bias", result["bias"], rep.md_bias(result["bias"]))
+    rated = study.cfg.agree.source if study.cfg.agree.ratings else None
+    if rated:
+        result["table5"] = rep.table5(study.store, judge, rated, sample)
+        rep.write(folder, "table5", result["table5"], rep.md5(result["table5"]))
+    else:
+        result["why_no_table5"] = ("no human ratings were given: export sheets with `emplifai ratings export`, "
+                                   "have them filled, and list them under [agree] ratings")
+    result["plots"] = rep.plots(study.store, judge, folder, sample, rated)
+    return result
+
+
+def _markdown(study: Study, c: dict[str, Any]) -> str:
+    """The same report as Markdown, assembled from the per-stage Markdown files."""
+    d = c["dataset"]
+    lines = ["# emplifai study report", "", "## Dataset", "",
+             f"{d['situations']} situations, {d['dialogues']} dialogues; dialogues per emotion–situation pair: "
+             f"mean {d['dialogues_per_pair']['mean']} (min {d['dialogues_per_pair']['min']}, "
+             f"max {d['dialogues_per_pair']['max']}); balance (normalised entropy) "
+             f"{d['balance']['dialogues_normalised_entropy']}; exact duplicates {d['duplicates']['exact']}, "
+             f"near duplicates {d['duplicates']['near']}.", "",
+             "| emotion | 感情 | group | situations | dialogues |", "|---|---|---|---|---|"]
+    lines += [f"| {en} | {e['ja']} | {e['group']} | {e['situations']} | {e['dialogues']} |"
+              for en, e in d["emotions"].items()]
+    for part in (study.out / "table2" / "table2.md", study.out / "eval" / "table4.md",
+                 study.out / "eval" / "table5.md", study.out / "eval" / "bias.md"):
+        if part.exists():
+            lines += ["", re.sub(r"^(#+) ", r"#\1 ", part.read_text(encoding="utf-8"), flags=re.MULTILINE)]
+    if c["eval"].get("why_no_table5"):
+        lines += ["", f"Table 5: {c['eval']['why_no_table5']}."]
+    lines += ["", "## Provenance", "", "```json", c["provenance_json"], "```", ""]
+    return "\n".join(lines)
+
+
+def build_report(study: Study) -> dict[str, Path]:
+    from emplifai.predict.table2 import TABLE_KEYS, slug
+    from emplifai.prompts.judge import label as metric_label
+    from emplifai.store.evaluation import METRICS
+    from emplifai.store.repo import iter_records
+
+    with study.store.open_session() as s:
+        dataset = stats.compute(iter_records(s))
+    t2_dir = study.out / "table2"
+    table2 = json.loads((t2_dir / "table2.json").read_text(encoding="utf-8")) if (t2_dir / "table2.json").exists() \
+        else {"models": []}
+    confusions = [(e["model"], t2_dir / f"confusion_{slug(e['model'])}.png") for e in table2["models"]]
+    per_emotion = _per_emotion_chart(table2, t2_dir, t2_dir / "per_emotion.png")
+    evaluation = _evaluation(study)
+    provenance = {
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "config": study.cfg.model_dump(mode="json"),
+        "config_signature": study.fp,
+        "database": study.store.engine.url.render_as_string(hide_password=True),
+        "versions": _versions(),
+        "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores",
+        "stages": study.state.data,
+    }
+    context = {
+        "dataset": dataset, "labels": taxonomy.LABELS, "table2": table2, "table2_keys": TABLE_KEYS,
+        "confusions": [(m, _data_uri(p)) for m, p in confusions if p.exists()],
+        "per_emotion": _data_uri(per_emotion) if per_emotion else None,
+        "eval": evaluation, "metrics": METRICS, "metric_label": metric_label,
+        "plots": [_data_uri(p) for p in evaluation["plots"]], "provenance": provenance,
+        "provenance_json": json.dumps(provenance, indent=2, ensure_ascii=False, default=str),
+    }
+    from jinja2 import Environment, PackageLoader, select_autoescape
+
+    env = Environment(loader=PackageLoader("emplifai", "study/templates"), autoescape=select_autoescape(["html"]))
+    env.filters["num"] = lambda v, nd=2: "–" if v is None else (f"{v:.{nd}f}" if isinstance(v, float) else str(v))
+    html = study.out / "report.html"
+    html.write_text(env.get_template("report.html.j2").render(**context), encoding="utf-8")
+    md = study.out / "report.md"
+    md.write_text(_markdown(study, context), encoding="utf-8")
+    (study.out / "provenance.json").write_text(context["provenance_json"], encoding="utf-8")
+    return {"html": html, "markdown": md}

@@ -1,0 +1,60 @@
+"""Agreement statistics checked against scipy, krippendorff and published values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from emplifai.evaluate.agree import icc_oneway, kripp_alpha, pair_stats
+
+
+def test_pair_stats_match_scipy() -> None:
+    rng = np.random.default_rng(3)
+    human = rng.integers(1, 6, 40).astype(float)
+    judge = np.clip(human + rng.integers(-1, 2, 40), 1, 5)
+    out = pair_stats(judge, human, n_boot=500, seed=1)
+    pr, sr = stats.pearsonr(judge, human), stats.spearmanr(judge, human)
+    assert out["pearson_r"] == pytest.approx(pr.statistic, abs=1e-4)
+    assert out["pearson_p"] == pytest.approx(pr.pvalue, abs=1e-4)
+    assert out["spearman_rho"] == pytest.approx(sr.statistic, abs=1e-4)
+    assert out["mad"] == pytest.approx(np.abs(judge - human).mean(), abs=1e-4)
+    assert out["mean_diff"] == pytest.approx((judge - human).mean(), abs=1e-4)
+    lo, hi = out["ci95"]["pearson_r"]
+    assert lo < out["pearson_r"] < hi
+    lo, hi = out["ci95"]["mad"]
+    assert lo <= out["mad"] <= hi
+    assert pair_stats(judge, human, n_boot=500, seed=1)["ci95"] == out["ci95"]  # seeded: reproducible
+
+
+def test_known_values() -> None:
+    out = pair_stats([1, 2, 3, 4, 5], [2, 4, 6, 8, 10], n_boot=0)
+    assert out["pearson_r"] == 1.0 and out["spearman_rho"] == 1.0 and out["mad"] == 3.0
+
+
+def test_zero_variance_gives_mad_only() -> None:
+    out = pair_stats([5, 5, 5, 5], [4, 5, 3, 4.5], n_boot=200)
+    assert out["pearson_r"] is None and out["spearman_rho"] is None
+    assert "zero variance" in out["note"] and "judge side gave every item 5" in out["note"]
+    assert out["mad"] == pytest.approx((1 + 0 + 2 + 0.5) / 4)
+    assert out["ci95"]["pearson_r"] is None and out["ci95"]["mad"] is not None
+    assert "human side" in pair_stats([1, 2, 3], [4, 4, 4], n_boot=0)["note"]
+    assert "at least 3" in pair_stats([1, 2], [1, 2], n_boot=0)["note"]
+
+
+def test_icc_matches_shrout_fleiss_1979() -> None:
+    # Table 2 of Shrout & Fleiss (1979): 6 targets x 4 judges; ICC(1,1) = .17, ICC(1,4) = .44
+    data = [[9, 2, 5, 8], [6, 1, 3, 2], [8, 4, 6, 8], [7, 1, 2, 6], [10, 5, 6, 9], [6, 2, 4, 7]]
+    out = icc_oneway(data)
+    assert out["icc1"] == pytest.approx(0.1657, abs=1e-3) and out["icc1k"] == pytest.approx(0.4428, abs=1e-3)
+    assert icc_oneway([[3, 3], [3, 3]])["icc1"] is None  # no variance: undefined, not NaN
+
+
+def test_alpha_matches_krippendorff_package() -> None:
+    import krippendorff
+
+    data = [[1, 2, 3, 3, 2, 1, 4, 1, 2, None], [1, 2, 3, 3, 2, 2, 4, 1, 2, 5], [None, 3, 3, 3, 2, 3, 4, 2, 2, 5]]
+    arr = np.array([[np.nan if v is None else v for v in r] for r in data], dtype=float)
+    expected = krippendorff.alpha(reliability_data=arr, level_of_measurement="ordinal", value_domain=[1, 2, 3, 4, 5])
+    assert kripp_alpha(data) == pytest.approx(expected, abs=1e-4)
+    assert kripp_alpha([[5, 5, 5], [5, 5, 5]]) is None

@@ -1,0 +1,113 @@
+"""Prediction runs with a scripted LLM: generate and score modes, storage, resume (both databases)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from emplifai import taxonomy
+from emplifai.errors import UserError
+from emplifai.llm.fake import FakeLLM
+from emplifai.predict import runs as pr
+from emplifai.store.db import Store
+from emplifai.store.predict import Prediction
+from tests.predict.fixtures import label_scores, seed_store
+
+LIMIT = 6
+
+
+def _rows(store: Store, rid: str) -> list[Prediction]:
+    return pr.load_predictions(store, rid)
+
+
+def test_generate_mode_maps_labels_and_keeps_unparsable_answers(store: Store, tmp_path: Path) -> None:
+    seed_store(store, tmp_path)
+    items, *_ = pr.select_items(store, "test", LIMIT)
+    answers = ["喜び", " 悲しみ。\n余計な説明", "よくわかりません", "Joy", "怒り", "感情は不明です"]
+    llm = FakeLLM("gen").enqueue(answers)
+    s = pr.predict_split(store, llm, "fake:gen", pr.PredictConfig(mode="generate"), split="test", limit=LIMIT)
+    assert (s.total, s.skipped, s.done) == (LIMIT, 0, LIMIT)
+    assert s.counts == {"ok": 4, "unparsed": 2}
+    rows = {r.dialogue_id: r for r in _rows(store, s.run_id)}
+    got = [rows[it.dialogue_id] for it in items]
+    assert [r.predicted for r in got] == ["Joy", "Sadness", None, "Joy", "Anger", None]
+    assert [r.gold for r in got] == [it.emotion for it in items]
+    for r, raw in zip(got, answers, strict=True):
+        assert r.raw_output == raw.split("\n")[0]  # the stop sequence cut the second line
+        assert r.reason  # how the label was read, or why not
+    assert got[2].status == "unparsed" and got[2].raw_output == "よくわかりません"
+    assert got[0].signature["prompt_version"] == pr.PROMPT_VERSION and got[0].signature["llm"]["backend"] == "fake"
+    assert all(c.method == "complete" for c in llm.calls)
+
+
+def test_score_mode_stores_top1_top3_and_distribution(store: Store, tmp_path: Path) -> None:
+    seed_store(store, tmp_path)
+    llm = FakeLLM("sc").enqueue([label_scores("Fear", second="Joy", third="Anger")] * 2)
+    s = pr.predict_split(store, llm, "fake:sc", pr.PredictConfig(), split="test", limit=2)
+    assert s.counts == {"ok": 2}
+    row = _rows(store, s.run_id)[0]
+    assert row.predicted == "Fear" and row.top3 == ["Fear", "Joy", "Anger"] and row.mode == "score"
+    prob = row.distribution["prob"]
+    assert set(prob) == {lab.en for lab in taxonomy.LABELS}
+    assert sum(prob.values()) == pytest.approx(1.0)
+    assert prob["Fear"] > prob["Joy"] > prob["Anger"] > prob["Love"]
+    assert row.distribution["loglik"]["Fear"] == -1.0
+    prompt, cands = llm.calls[0].input
+    assert cands == pr.candidates() and prompt.endswith("感情：")
+
+
+def test_calibration_divides_by_the_content_free_distribution(store: Store, tmp_path: Path) -> None:
+    seed_store(store, tmp_path)
+    # content-free prior strongly favours fear: after calibration joy wins
+    prior = label_scores("Fear")
+    llm = FakeLLM("cal").enqueue([prior, prior, label_scores("Fear", second="Joy")])
+    s = pr.predict_split(store, llm, "fake:cal", pr.PredictConfig(calibrate=True), split="test", limit=1)
+    row = _rows(store, s.run_id)[0]
+    assert row.predicted == "Joy" and "calibrated" in row.distribution
+    assert len(llm.calls) == 3  # two content-free inputs, then the item
+
+
+def test_failures_are_stored_and_retried_and_finished_items_are_kept(store: Store, tmp_path: Path) -> None:
+    seed_store(store, tmp_path)
+    cfg = pr.PredictConfig(mode="generate")
+    llm = FakeLLM("res").enqueue(["喜び", ConnectionError("server down"), "わからない", "恐れ"])
+    s1 = pr.predict_split(store, llm, "fake:res", cfg, split="test", limit=4)
+    assert s1.counts == {"ok": 2, "failed": 1, "unparsed": 1}
+    before = {r.dialogue_id: (r.id, r.created_at, r.status, r.reason) for r in _rows(store, s1.run_id)}
+    failed = [d for d, v in before.items() if v[2] == "failed"]
+    assert len(failed) == 1 and "ConnectionError: server down" in before[failed[0]][3]
+
+    llm.enqueue(["悲しみ"])
+    s2 = pr.predict_split(store, llm, "fake:res", cfg, split="test", limit=4)
+    assert (s2.run_id, s2.total, s2.skipped, s2.done) == (s1.run_id, 4, 3, 1)
+    assert llm.pending == 0 and len(llm.calls) == 5
+    after = {r.dialogue_id: (r.id, r.created_at, r.status, r.reason) for r in _rows(store, s1.run_id)}
+    for d, v in before.items():
+        if d not in failed:
+            assert after[d] == v  # untouched: same row, same timestamp
+    assert after[failed[0]][2] == "ok" and after[failed[0]][0] == before[failed[0]][0]
+    with store.transaction() as ses:
+        assert len(list(ses.scalars(select(Prediction)))) == 4
+
+    # a different setting is a different run: nothing reused
+    s3 = pr.predict_split(store, FakeLLM("echo"), "fake:echo", pr.PredictConfig(), split="test", limit=4)
+    assert s3.run_id != s1.run_id and s3.skipped == 0
+
+
+def test_validate_taxonomy_library_call_writes_table2(store: Store, tmp_path: Path) -> None:
+    seed_store(store, tmp_path)
+    FakeLLM.reset_all()
+    FakeLLM.named("t2").enqueue([label_scores(lab) for lab in ["Joy"] * 3])
+    seen: list[tuple[str, int, int]] = []
+    msgs: list[str] = []
+    res = pr.validate_taxonomy(store, models=["fake:t2"], limit=3, baseline=False, out=tmp_path / "o",
+                               notify=msgs.append, progress=lambda *a: seen.append(a))
+    assert [r["entry"]["model"] for r in res] == ["fake:t2"]
+    assert seen[0] == ("fake:t2", 0, 3) and seen[-1] == ("fake:t2", 3, 3)
+    assert (tmp_path / "o" / "table2.json").is_file() and any("wrote" in m for m in msgs)
+    with pytest.raises(UserError, match="hf:DIR"):
+        pr.validate_taxonomy(store, models=["nonsense"], out=tmp_path / "o")
+    with pytest.raises(UserError, match="mode"):
+        pr.validate_taxonomy(store, models=["fake:t2"], mode="guess", out=tmp_path / "o")  # type: ignore[arg-type]
