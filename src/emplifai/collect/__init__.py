@@ -2,8 +2,9 @@
 
 Layout: ``settings`` (pydantic, refuses a default secret outside development), ``security`` (argon2 hashes,
 signed session cookies, CSRF), ``accounts``/``campaigns`` (admin operations, dashboards, pay ledger), ``assign``
-(atomic claims with leases), ``review`` (approve/reject/flag/modify, lead keep/remove), ``rating`` (human rating
-groups), ``app`` (the FastAPI factory ``create_app(settings)``) and ``routes`` (server-rendered Japanese pages).
+(atomic claims with leases), ``review`` (crowd claims through the dataset's review rules), ``rating`` (human
+rating groups), ``app`` (the FastAPI factory ``create_app(settings)``), ``deps`` (request context, role and CSRF
+guards, rendering) and ``routes/`` (one router per resource, server-rendered Japanese pages).
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from emplifai.collect.settings import Settings
 
 def create_app(settings: Settings):  # type: ignore[no-untyped-def]
     """The FastAPI application (imported lazily: the CLI must not pay for FastAPI on every command)."""
-    from emplifai.collect.app import create_app as _create
+    from emplifai.collect import app
 
-    return _create(settings)
+    return app.create_app(settings)
 
 
 __all__ = ["Settings", "create_app"]

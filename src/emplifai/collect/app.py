@@ -1,34 +1,26 @@
-"""The FastAPI application factory, request context (signed session → user), role and CSRF guards.
+"""The FastAPI application factory: the store, the session codec, templates, error pages and security headers.
 
-Every route declares the roles it admits through ``guard(...)``; every state-changing route also depends on
-``csrf``. No engine is built at import time: ``create_app(settings)`` opens (and migrates) the store.
+No engine is built at import time: ``create_app(settings)`` opens (and migrates) the store.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
 from fastapi.templating import Jinja2Templates
-from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from emplifai import taxonomy
 from emplifai.collect.accounts import ROLE_JA
-from emplifai.collect.security import COOKIE, SessionCodec, SessionData, csrf_ok, new_session
+from emplifai.collect.deps import TEMPLATES, LoginRequired, context_of, format_timestamp, redirect, render
+from emplifai.collect.routes import router
+from emplifai.collect.security import SessionCodec
 from emplifai.collect.settings import Settings
-from emplifai.store.collect import Role, User
 from emplifai.store.db import Store, resolve_url
 
-T = TypeVar("T")
-TEMPLATES = Path(__file__).parent / "templates"
 HEADERS = [
     (b"content-security-policy",
      b"default-src 'self'; script-src 'none'; style-src 'self' 'unsafe-inline'; form-action 'self'; "
@@ -37,23 +29,6 @@ HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"same-origin"),
 ]
-STAFF = (Role.REVIEWER, Role.LEAD, Role.ADMIN)
-LEADS = (Role.LEAD, Role.ADMIN)
-
-
-class LoginRequired(Exception):
-    pass
-
-
-@dataclass(slots=True)
-class Ctx:
-    request: Request
-    session: SessionData | None
-    user: User | None
-
-    @property
-    def csrf(self) -> str:
-        return self.session.csrf if self.session else ""
 
 
 class _SecurityHeaders:
@@ -76,110 +51,7 @@ class _SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
-def store_of(request: Request) -> Store:
-    return request.app.state.store
-
-
-def codec_of(request: Request) -> SessionCodec:
-    return request.app.state.codec
-
-
-def _context(request: Request) -> Ctx:
-    sess = codec_of(request).loads(request.cookies.get(COOKIE))
-    user = None
-    if sess is not None and sess.uid is not None:
-        with store_of(request).open_session() as s:
-            u = s.get(User, sess.uid)
-            if u is not None and u.active and u.session_version == sess.version:
-                user = u
-    return Ctx(request, sess, user)
-
-
-def guard(*roles: Role):  # type: ignore[no-untyped-def]
-    """Dependency: the signed-in user must hold one of ``roles`` (403 otherwise; sign-in page when anonymous)."""
-    allowed = {str(r) for r in roles}
-
-    def dep(request: Request) -> Ctx:
-        ctx = _context(request)
-        if ctx.user is None:
-            raise LoginRequired
-        if ctx.user.role not in allowed:
-            raise HTTPException(403, "この操作を行う権限がありません")
-        return ctx
-
-    return dep
-
-
-def authorize(s: Session, sess: SessionData | None, roles: tuple[Role, ...]) -> User:
-    """The role check inside a caller's own transaction (the claim hot path: one thread hop per request)."""
-    user = s.get(User, sess.uid) if sess is not None and sess.uid is not None else None
-    if user is None or not user.active or user.session_version != sess.version:  # type: ignore[union-attr]
-        raise LoginRequired
-    if user.role not in {str(r) for r in roles}:
-        raise HTTPException(403, "この操作を行う権限がありません")
-    return user
-
-
-def session_of(request: Request) -> SessionData | None:
-    return codec_of(request).loads(request.cookies.get(COOKIE))
-
-
-async def run_db(request: Request, fn: Callable[[], T]) -> T:
-    """Run blocking database work off the event loop. On SQLite all writes queue on one thread: the database
-    has a single writer anyway, and one thread avoids dozens of threads fighting over the GIL and the lock."""
-    writer: ThreadPoolExecutor | None = request.app.state.writer
-    if writer is None:
-        return await run_in_threadpool(fn)
-    return await asyncio.get_running_loop().run_in_executor(writer, fn)
-
-
-def anonymous(request: Request) -> Ctx:
-    return _context(request)
-
-
-async def csrf(request: Request) -> None:
-    """Dependency for every state-changing request: the form must echo the session's CSRF token."""
-    form = await request.form()
-    token = form.get("csrf_token")
-    sess = codec_of(request).loads(request.cookies.get(COOKIE))
-    if not csrf_ok(sess, token if isinstance(token, str) else None):
-        raise HTTPException(403, "フォームの有効期限が切れたか、不正な送信です（CSRF）。ページを開き直してください")
-
-
-CSRF = Depends(csrf)
-
-
-def set_session(response: Response, request: Request, data: SessionData) -> None:
-    settings: Settings = request.app.state.settings
-    response.set_cookie(COOKIE, codec_of(request).dumps(data), max_age=settings.session_max_age, httponly=True,
-                        samesite="lax", secure=settings.cookie_secure, path="/")
-
-
-def render(ctx: Ctx, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
-    templates: Jinja2Templates = ctx.request.app.state.templates
-    fresh = ctx.session is None
-    if fresh:  # first visit: give the browser a session so that its first form (sign-in) carries a token
-        ctx.session = new_session()
-    resp = templates.TemplateResponse(ctx.request, name, {"ctx": ctx, "user": ctx.user, "csrf": ctx.csrf,
-                                                           **context}, status_code=status_code)
-    if fresh:
-        set_session(resp, ctx.request, ctx.session)  # type: ignore[arg-type]
-    return resp
-
-
-def redirect(url: str) -> RedirectResponse:
-    return RedirectResponse(url, status_code=303)
-
-
-def _fmt_ts(ts: float | None) -> str:
-    from datetime import datetime
-
-    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M") if ts else ""
-
-
 def create_app(settings: Settings) -> FastAPI:
-    from emplifai.collect import routes
-
     app = FastAPI(title="emplifai collect", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.settings = settings
     app.state.store = Store(resolve_url(settings.db))
@@ -188,7 +60,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.codec = SessionCodec(settings.secret_key, settings.session_max_age)
     templates = Jinja2Templates(directory=str(TEMPLATES))
     templates.env.globals.update(ROLE_JA={str(k): v for k, v in ROLE_JA.items()}, ja=lambda e: taxonomy.get(e).ja,
-                                 label=taxonomy.get, fmt_ts=_fmt_ts)
+                                 label=taxonomy.get, fmt_ts=format_timestamp)
     app.state.templates = templates
 
     @app.exception_handler(LoginRequired)
@@ -197,10 +69,10 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
-        ctx = _context(request)
+        ctx = context_of(request)
         return render(ctx, "message.html", status_code=exc.status_code, title=f"エラー {exc.status_code}",
                       message=str(exc.detail))
 
-    app.include_router(routes.router)
+    app.include_router(router)
     app.add_middleware(_SecurityHeaders)
     return app

@@ -26,10 +26,11 @@ from sqlalchemy.orm import Session
 
 from emplifai.collect.tx import is_sqlite, run_write
 from emplifai.errors import UserError
+from emplifai.evaluate.rubrics import METRICS
 from emplifai.records import MAX_SITUATION_CHARS, MAX_TURN_CHARS, Kind, Source, Status
 from emplifai.store.collect import Campaign, Claim, ClaimStatus, Task, User
 from emplifai.store.db import Store
-from emplifai.store.evaluation import METRICS, Rating
+from emplifai.store.evaluation import Rating
 from emplifai.store.models import Dialogue, Situation
 
 

@@ -16,16 +16,6 @@ from emplifai.records import Kind
 from emplifai.store.collect import Campaign, Task
 from emplifai.store.models import Situation
 
-METRIC_JA = {
-    "comprehensibility": ("内容の理解度", "支援者が状況と患者の発言をどれだけ理解しているか"),
-    "general_empathy": ("一般的な共感", "支援者が患者の気持ちをどれだけ温かく受け止め、認めているか"),
-    "emotion_empathy": ("感情に特化した共感", "支援者が患者の感情を正確に捉え、それに合わせて応答しているか"),
-    "consistency": ("文脈との一貫性", "支援者の応答が会話の話題にどれだけ沿っているか"),
-    "fluency": ("日本語の流暢さ", "会話の日本語がどれだけ自然で文法的に正しいか"),
-    "harmlessness": ("無害性", "支援者の応答が患者に害を与える恐れがどれだけ低いか"),
-    "security": ("安心感", "支援者の応答が患者を落ち着かせ、安心感を与えるか"),
-}
-
 
 def create_rating_tasks(s: Session, camp: Campaign, sample_name: str, source: str,
                         group_size: int = GROUP_SIZE) -> int:

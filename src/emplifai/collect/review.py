@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from emplifai.collect.assign import Conflict, NotFound
 from emplifai.collect.campaigns import ensure_round2_task, pay_rate, rejection_state
 from emplifai.collect.tx import is_sqlite, run_write
+from emplifai.dataset.review import NotAllowed, Rule, check
 from emplifai.errors import UserError
 from emplifai.records import MAX_SITUATION_CHARS, MAX_TURN_CHARS, Action, Kind, Status
 from emplifai.store import repo
@@ -39,6 +40,19 @@ def _load(s: Session, claim_id: int) -> tuple[Claim, Campaign, Task]:
     camp, task = s.get(Campaign, c.campaign_id), s.get(Task, c.task_id)
     assert camp is not None and task is not None
     return c, camp, task
+
+# A claim's status as the dataset's review rules see it: a rejected claim's entry is removed.
+CLAIM_AS_STATUS = {ClaimStatus.PENDING: Status.PENDING, ClaimStatus.APPROVED: Status.APPROVED,
+                   ClaimStatus.FLAGGED: Status.FLAGGED, ClaimStatus.REJECTED: Status.REMOVED,
+                   ClaimStatus.REMOVED: Status.REMOVED}
+
+
+def _rule(c: Claim, action: Action, user: User, reason: str | None) -> Rule:
+    """The review rule for this decision on this claim (the dataset's one table), or a Japanese refusal."""
+    try:
+        return check(action, CLAIM_AS_STATUS[ClaimStatus(c.status)], reason=reason, role=user.role, lang="ja")
+    except NotAllowed as exc:
+        raise Conflict(str(exc)) from None
 
 
 def _entity_status(s: Session, c: Claim, status: Status, actor: str, action: Action, reason: str | None) -> None:
@@ -74,9 +88,8 @@ def _decide(c: Claim, reviewer: User, status: ClaimStatus, reason: str | None) -
 def approve(store: Store, claim_id: int, reviewer: User) -> Claim:
     def work(s: Session) -> Claim:
         c, camp, _ = _load(s, claim_id)
-        if c.status != ClaimStatus.PENDING:
-            raise Conflict("承認できるのは未審査の提出物だけです")
-        _entity_status(s, c, Status.APPROVED, reviewer.username, Action.APPROVE, None)
+        rule = _rule(c, Action.APPROVE, reviewer, None)
+        _entity_status(s, c, rule.result, reviewer.username, Action.APPROVE, None)
         _decide(c, reviewer, ClaimStatus.APPROVED, None)
         _pay(s, c, camp)
         _promote(s, c, camp)
@@ -91,18 +104,15 @@ def rejection_allowed(rejected: int, submitted: int, cap: float) -> bool:
 
 def reject(store: Store, claim_id: int, reviewer: User, reason: str) -> Claim:
     reason = (reason or "").strip()
-    if not reason:
-        raise UserError("却下の理由を入力してください")
 
     def work(s: Session) -> Claim:
         c, camp, _ = _load(s, claim_id)
-        if c.status != ClaimStatus.PENDING:
-            raise Conflict("却下できるのは未審査の提出物だけです")
+        rule = _rule(c, Action.REJECT, reviewer, reason)
         rejected, submitted = rejection_state(s, camp)
         if not rejection_allowed(rejected, submitted, camp.rejection_cap):
             raise Conflict(f"却下の上限（提出 {submitted} 件の {camp.rejection_cap:.0%}）に達しています："
                            f"すでに {rejected} 件を却下しました")
-        _entity_status(s, c, Status.REMOVED, reviewer.username, Action.REJECT, reason)
+        _entity_status(s, c, rule.result, reviewer.username, Action.REJECT, reason)
         if c.kind == Kind.RATING:
             user = s.get(User, c.worker_id)
             gids = [int(g) for g in (c.answer or {}).get("scores", {})]
@@ -117,16 +127,13 @@ def reject(store: Store, claim_id: int, reviewer: User, reason: str) -> Claim:
 def flag(store: Store, claim_id: int, reviewer: User, reason: str) -> Claim:
     """Accept the work (it is paid) but send its content to the lead."""
     reason = (reason or "").strip()
-    if not reason:
-        raise UserError("要確認にする理由を入力してください")
 
     def work(s: Session) -> Claim:
         c, camp, _ = _load(s, claim_id)
-        if c.status not in (ClaimStatus.PENDING, ClaimStatus.APPROVED):
-            raise Conflict("要確認にできるのは未審査または承認済みの提出物だけです")
+        rule = _rule(c, Action.FLAG, reviewer, reason)
         if c.kind == Kind.RATING:
             raise Conflict("評価タスクは要確認にできません")
-        _entity_status(s, c, Status.FLAGGED, reviewer.username, Action.FLAG, reason)
+        _entity_status(s, c, rule.result, reviewer.username, Action.FLAG, reason)
         _decide(c, reviewer, ClaimStatus.FLAGGED, reason)
         _pay(s, c, camp)
         return c
@@ -168,9 +175,8 @@ def modify(store: Store, claim_id: int, reviewer: User, fields: dict[str, str], 
 def keep(store: Store, claim_id: int, lead: User, reason: str | None = None) -> Claim:
     def work(s: Session) -> Claim:
         c, camp, _ = _load(s, claim_id)
-        if c.status != ClaimStatus.FLAGGED:
-            raise Conflict("判断できるのは要確認の提出物だけです")
-        _entity_status(s, c, Status.APPROVED, lead.username, Action.KEEP, reason or None)
+        rule = _rule(c, Action.KEEP, lead, reason)
+        _entity_status(s, c, rule.result, lead.username, Action.KEEP, reason or None)
         _decide(c, lead, ClaimStatus.APPROVED, reason or None)
         _promote(s, c, camp)
         return c
@@ -181,9 +187,8 @@ def keep(store: Store, claim_id: int, lead: User, reason: str | None = None) -> 
 def remove(store: Store, claim_id: int, lead: User, reason: str | None = None) -> Claim:
     def work(s: Session) -> Claim:
         c, _, _ = _load(s, claim_id)
-        if c.status != ClaimStatus.FLAGGED:
-            raise Conflict("判断できるのは要確認の提出物だけです")
-        _entity_status(s, c, Status.REMOVED, lead.username, Action.REMOVE, reason or None)
+        rule = _rule(c, Action.REMOVE, lead, reason)
+        _entity_status(s, c, rule.result, lead.username, Action.REMOVE, reason or None)
         _decide(c, lead, ClaimStatus.REMOVED, reason or None)
         s.execute(Task.__table__.update().where(Task.id == c.task_id).values(filled=Task.filled - 1))
         return c

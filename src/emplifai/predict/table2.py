@@ -8,13 +8,19 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import delete, select
+
 from emplifai import taxonomy
+from emplifai.formatting import num
 from emplifai.metrics.similarity import UNPARSED_COL, Scored, Scorers, answer_text, evaluate
+from emplifai.store.db import Store
+from emplifai.store.predict import PredictionMetrics
 
 TABLE_KEYS = ("fasttext_cosine", "bertscore_precision", "bertscore_recall", "bertscore_f1", "accuracy", "macro_f1",
               "top3_accuracy", "n", "unparsed")
@@ -48,38 +54,64 @@ def model_entry(model: str, run_id: str, rows: Sequence[Any], scorers: Scorers) 
     return {"entry": entry, "metrics": metrics}
 
 
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "–"
-    return f"{v:.3f}" if isinstance(v, float) else str(v)
+def _json_safe(x: Any) -> Any:
+    """JSON for the store: non-finite floats become null (PostgreSQL's JSON refuses NaN), tuples lists."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {str(k): _json_safe(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_json_safe(v) for v in x]
+    return x
 
 
-def write_markdown(path: Path, entries: Sequence[dict[str, Any]], details: Sequence[dict[str, Any]],
-                   split: str) -> None:
+def save_results(store: Store, results: Sequence[dict[str, Any]], split: str) -> None:
+    """Store each model's Table-2 row and metrics, signed; a recomputed run replaces its earlier row."""
+    with store.transaction() as s:
+        for r in results:
+            entry = _json_safe(r["entry"])
+            s.execute(delete(PredictionMetrics).where(PredictionMetrics.run_id == entry["run_id"],
+                                                       PredictionMetrics.split == split))
+            s.add(PredictionMetrics(run_id=entry["run_id"], model=entry["model"], split=split, entry=entry,
+                                    metrics=_json_safe({k: v for k, v in r["metrics"].items() if k != "signature"}),
+                                    signature=entry["signature"]))
+
+
+def stored_results(store: Store, run_ids: Sequence[str], split: str) -> list[dict[str, Any]]:
+    """Table 2 as stored, in the order of ``run_ids`` ({"entry", "metrics"} per model, as model_entry gives)."""
+    with store.open_session() as s:
+        rows = {m.run_id: m for m in s.scalars(select(PredictionMetrics).where(
+            PredictionMetrics.run_id.in_(list(run_ids)), PredictionMetrics.split == split))}
+    return [{"entry": rows[r].entry, "metrics": rows[r].metrics} for r in run_ids if r in rows]
+
+
+def markdown(results: Sequence[dict[str, Any]], split: str) -> str:
+    """Table 2 and each model's per-group results as Markdown (model_entry() or stored_results() outputs)."""
+    entries = [r["entry"] for r in results]
     head = ["Model", "Word-vector cosine", "BERTScore P", "BERTScore R", "BERTScore F1", "Accuracy", "Macro-F1",
             "Top-3", "n", "Unparsed"]
     lines = [f"# Table 2: reverse-engineering evaluation ({split} split)", "", "| " + " | ".join(head) + " |",
              "|" + "---|" * len(head)]
     for e in entries:
-        lines.append("| " + " | ".join([e["model"], *(_fmt(e[k]) for k in TABLE_KEYS)]) + " |")
+        lines.append("| " + " | ".join([e["model"], *(num(e[k], 3) for k in TABLE_KEYS)]) + " |")
     msig = entries[0]["signature"]["metrics"] if entries else {}
     vec = (msig.get("word_vectors") or {}).get("vectors", "–")
     lines += ["", f"Word-vector cosine is the paper's \"FastText\" column (here: {vec}). "
               f"BERTScore encoder: `{msig.get('bertscore_hash')}`.", ""]
-    for e, d in zip(entries, details, strict=True):
+    for e, d in zip(entries, results, strict=True):
         m = d["metrics"]
         lines += [f"## {e['model']}", "", f"run `{e['run_id']}` · failed {m['failed']} · distinct pairs "
                   f"{m['distinct_pairs']} · cosine fallbacks: "
                   + ", ".join(f"{k} {v}" for k, v in m["cosine_fallbacks"].items()), "",
                   "| Group | n | Accuracy | Group accuracy | BERTScore F1 | Cosine |", "|---|---|---|---|---|---|"]
         for grp, s in m["per_group"].items():
-            lines.append(f"| {grp} | {s['n']} | {_fmt(s['accuracy'])} | {_fmt(s['group_accuracy'])} | "
-                         f"{_fmt(s['bertscore_f1'])} | {_fmt(s['fasttext_cosine'])} |")
+            lines.append(f"| {grp} | {s['n']} | {num(s['accuracy'], 3)} | {num(s['group_accuracy'], 3)} | "
+                         f"{num(s['bertscore_f1'], 3)} | {num(s['fasttext_cosine'], 3)} |")
         lines.append("")
         lines.append(f"Per emotion: `per_emotion_{slug(e['model'])}.csv`; confusion matrix: "
                      f"`confusion_{slug(e['model'])}.png`.")
         lines.append("")
-    path.write_text("\n".join(lines), encoding="utf-8")
+    return "\n".join(lines)
 
 
 def write_per_emotion(path: Path, metrics: dict[str, Any]) -> None:
@@ -143,6 +175,6 @@ def write_report(out: Path, results: Sequence[dict[str, Any]], split: str) -> di
         plot_confusion(out / f"confusion_{s}.png", r["metrics"], f"{r['entry']['model']}（n={r['entry']['n']}）")
         files[f"confusion:{s}"] = out / f"confusion_{s}.png"
     md = out / "table2.md"
-    write_markdown(md, entries, results, split)
+    md.write_text(markdown(results, split), encoding="utf-8")
     files["md"] = md
     return files

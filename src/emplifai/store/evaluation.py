@@ -14,16 +14,6 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from emplifai.store.models import Base, utcnow
 
-# The seven metrics of the paper's Table 3, in table order. Keys are used everywhere (DB, sheets, web app).
-METRICS: tuple[str, ...] = (
-    "comprehensibility",
-    "general_empathy",
-    "emotion_empathy",
-    "consistency",
-    "fluency",
-    "harmlessness",
-    "security",
-)
 HUMAN_SOURCE = "human"  # generation source for the corpus's own crowd-written dialogue
 RATING_ORIGINS = ("sheet", "web")
 

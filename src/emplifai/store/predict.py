@@ -1,9 +1,9 @@
-"""Table of the prediction stage (taxonomy validation): one row per (run, dialogue).
+"""Tables of the prediction stage (taxonomy validation): one row per (run, dialogue), and Table 2 per run.
 
 A run is identified by a hash of everything that determines its outputs (model spec + LLM signature, mode,
 prompt version, prompt settings, split manifest), so running the same command again resumes the same run:
 finished rows are kept, failed rows are retried. Schema changes go through the Alembic branch ``predict``
-(migrations/versions/predict_0001.py).
+(migrations/versions/predict_0001.py, predict_0002.py).
 """
 
 from __future__ import annotations
@@ -46,3 +46,22 @@ class Prediction(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     __table_args__ = (UniqueConstraint("run_id", "dialogue_id", name="uq_prediction_run_dialogue"),)
+
+
+class PredictionMetrics(Base):
+    """Table 2's figures for one prediction run on one split: the row of the table, the full metrics (per
+    emotion, per group, confusion) and their signature. Written when Table 2 is computed; the report and the
+    CLI read Table 2 from here, never back from the files written for people."""
+
+    __tablename__ = "prediction_metrics"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(String(32), index=True)
+    model: Mapped[str] = mapped_column(String(512))
+    split: Mapped[str] = mapped_column(String(16))
+    entry: Mapped[dict[str, Any]] = mapped_column(JSON)  # the Table-2 row
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON)  # everything behind it
+    signature: Mapped[dict[str, Any]] = mapped_column(JSON)  # predictions' run signature + metric signature
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    __table_args__ = (UniqueConstraint("run_id", "split", name="uq_prediction_metrics_run_split"),)
