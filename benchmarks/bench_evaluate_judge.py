@@ -23,11 +23,11 @@ from pathlib import Path
 from emplifai.dataset.ingest import import_file, sample_path
 from emplifai.evaluate.generate import add_human
 from emplifai.evaluate.judge import JudgeConfig, judge
+from emplifai.evaluate.rubrics import METRICS
 from emplifai.evaluate.sample import make_sample
 from emplifai.llm import embedded_model, load
 from emplifai.llm.local_server import llama_server
 from emplifai.store.db import Store
-from emplifai.store.evaluation import METRICS
 
 
 def _run(store: Store, llm, label: str, args: argparse.Namespace, concurrency: int) -> dict:

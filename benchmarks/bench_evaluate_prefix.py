@@ -27,12 +27,12 @@ import time
 from pathlib import Path
 
 from emplifai.dataset.ingest import sample_path
-from emplifai.llm import GenParams, embedded_model, load
-from emplifai.llm._local import common_prefix_len, render_gemma
+from emplifai.evaluate.rubrics import METRICS
+from emplifai.llm import GenParams, embedded_model, load, render_gemma
 from emplifai.llm.base import to_messages
+from emplifai.llm.decoding import common_prefix_len
 from emplifai.llm.local_server import llama_server
 from emplifai.prompts import judge as jp
-from emplifai.store.evaluation import METRICS
 
 
 def _items(n: int) -> list[dict]:

@@ -15,8 +15,9 @@ from sqlalchemy import select
 
 from emplifai.collect.campaigns import get_campaign
 from emplifai.collect.rating import create_rating_tasks
+from emplifai.evaluate.rubrics import METRICS
 from emplifai.store.db import Store
-from emplifai.store.evaluation import METRICS, Rating
+from emplifai.store.evaluation import Rating
 from emplifai.store.models import Dialogue, ReviewEvent
 from tests.collect.fixtures import PASSWORD, rating_sample, start_server, users
 
@@ -161,10 +162,8 @@ def test_rating_task_in_browser(browser, server, tmp_path: Path) -> None:  # typ
 
 def test_synthetic_items_reviewed_in_the_browser(browser, server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """`emplifai synth` output reaches reviewers through the 合成データ page of a real server."""
-    from tests.synth.fixtures import RuleLLM
-    from tests.synth.fixtures import load_subset
-
     from emplifai.synth import SynthConfig, Synthesizer
+    from tests.synth.fixtures import RuleLLM, load_subset
 
     url, store = server
     load_subset(store, tmp_path, drop={"Grief": 2})

@@ -169,7 +169,7 @@ def test_rejection_cap_shown_and_enforced(app) -> None:  # type: ignore[no-untyp
 def test_rating_task_writes_ratings(app) -> None:  # type: ignore[no-untyped-def]
     from emplifai.collect.campaigns import get_campaign
     from emplifai.collect.rating import create_rating_tasks
-    from emplifai.store.evaluation import METRICS
+    from emplifai.evaluate.rubrics import METRICS
 
     store = app.state.store
     gens = rating_sample(store, 20)
@@ -199,10 +199,8 @@ def test_rating_task_writes_ratings(app) -> None:  # type: ignore[no-untyped-def
 
 def test_synthetic_items_are_reviewed_in_the_web_app(app, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """Items from `emplifai synth` (no campaign, no claim) get the same decisions and history as crowd work."""
-    from tests.synth.fixtures import RuleLLM
-    from tests.synth.fixtures import load_subset
-
     from emplifai.synth import SynthConfig, Synthesizer
+    from tests.synth.fixtures import RuleLLM, load_subset
 
     store = app.state.store
     load_subset(store, tmp_path, drop={"Grief": 3})

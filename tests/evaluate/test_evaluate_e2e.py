@@ -12,8 +12,9 @@ from typer.testing import CliRunner
 
 from emplifai.cli import app
 from emplifai.errors import UserError
+from emplifai.evaluate.rubrics import METRICS
 from emplifai.store.db import Store
-from emplifai.store.evaluation import METRICS, Generation, JudgeScore
+from emplifai.store.evaluation import Generation, JudgeScore
 from tests.evaluate.fixtures import count
 
 

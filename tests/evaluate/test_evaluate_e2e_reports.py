@@ -14,8 +14,9 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from emplifai.cli import app
+from emplifai.evaluate.rubrics import METRICS
 from emplifai.store.db import Store
-from emplifai.store.evaluation import METRICS, Generation, JudgeScore
+from emplifai.store.evaluation import Generation, JudgeScore
 
 
 def _ok(*args: str) -> str:

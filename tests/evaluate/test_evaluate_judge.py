@@ -10,10 +10,11 @@ from sqlalchemy import select
 
 from emplifai.errors import UserError
 from emplifai.evaluate.judge import JudgeConfig, judge
+from emplifai.evaluate.rubrics import METRICS
 from emplifai.evaluate.tables import table4
 from emplifai.llm import FakeLLM
 from emplifai.prompts.judge import parse_judgement
-from emplifai.store.evaluation import METRICS, Generation, JudgeScore
+from emplifai.store.evaluation import Generation, JudgeScore
 from tests.evaluate.fixtures import GOOD, answer, count, fake_generations, human_sample
 
 

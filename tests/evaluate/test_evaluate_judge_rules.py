@@ -8,7 +8,9 @@ import pytest
 from sqlalchemy import select
 
 from emplifai.errors import UserError
+from emplifai.evaluate import rubrics
 from emplifai.evaluate.judge import JudgeConfig, item_scores, judge, spread
+from emplifai.evaluate.rubrics import METRICS
 from emplifai.llm.base import Completion
 from emplifai.llm.fake import FakeLLM
 from emplifai.prompts import judge as jp
@@ -57,10 +59,10 @@ def test_two_objects_with_the_same_score_are_accepted() -> None:
 
 
 def test_every_metric_has_a_rubric_with_five_levels_in_both_languages() -> None:
-    for m in jp.METRIC_LABELS:
+    for m in METRICS:
         ja, en = jp.rubric(m, "ja"), jp.rubric(m, "en")
         assert all(f"{i}：" in ja for i in range(1, 6)) and all(f"{i}: " in en for i in range(1, 6))
-        assert jp.label(m) in ja and '"score"' in ja and '"score"' in en
+        assert rubrics.label(m) in ja and '"score"' in ja and '"score"' in en
 
 
 def test_layouts_put_the_turns_differently() -> None:

@@ -15,9 +15,10 @@ from emplifai.errors import InputError
 from emplifai.evaluate.agree import icc_oneway, kripp_alpha, pair_stats
 from emplifai.evaluate.judge import JudgeConfig, judge
 from emplifai.evaluate.ratings import COLUMNS, export_sheets, import_sheets, summary
+from emplifai.evaluate.rubrics import METRICS
 from emplifai.evaluate.tables import md4, md5, table4, table5, write
 from emplifai.llm import FakeLLM
-from emplifai.store.evaluation import METRICS, Generation, Rating
+from emplifai.store.evaluation import Generation, Rating
 from tests.evaluate.fixtures import answer, count, human_sample
 
 

@@ -11,8 +11,9 @@ from sqlalchemy import func, select
 from emplifai.errors import InputError
 from emplifai.evaluate.groups import rating_groups
 from emplifai.evaluate.ratings import export_sheets, import_sheets, summary
+from emplifai.evaluate.rubrics import METRICS
 from emplifai.evaluate.sample import make_sample
-from emplifai.store.evaluation import METRICS, EvalSampleItem, Rating
+from emplifai.store.evaluation import EvalSampleItem, Rating
 from tests.evaluate.fixtures import seeded_store
 
 

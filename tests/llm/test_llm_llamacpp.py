@@ -39,7 +39,7 @@ def test_embedded_model_is_assembled_once_and_verified() -> None:
 
     path, sha = embedded_model()
     assert sha == EXPECTED_SHA256 and path.is_file()
-    assert embedded_model() == (path, sha)  # second call: sidecar hit, same file
+    assert embedded_model() == (path, sha)  # second call: remembered hash, same file
 
 
 def test_signature(gemma: LlamaCppLLM) -> None:

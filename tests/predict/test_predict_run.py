@@ -10,7 +10,8 @@ from sqlalchemy import select
 from emplifai import taxonomy
 from emplifai.errors import UserError
 from emplifai.llm.fake import FakeLLM
-from emplifai.predict import runs as pr
+from emplifai.predict import prompt as predict_prompt
+from emplifai.predict import runs, validate
 from emplifai.store.db import Store
 from emplifai.store.predict import Prediction
 from tests.predict.fixtures import label_scores, seed_store
@@ -19,15 +20,15 @@ LIMIT = 6
 
 
 def _rows(store: Store, rid: str) -> list[Prediction]:
-    return pr.load_predictions(store, rid)
+    return runs.load_predictions(store, rid)
 
 
 def test_generate_mode_maps_labels_and_keeps_unparsable_answers(store: Store, tmp_path: Path) -> None:
     seed_store(store, tmp_path)
-    items, *_ = pr.select_items(store, "test", LIMIT)
+    items, *_ = runs.select_items(store, "test", LIMIT)
     answers = ["喜び", " 悲しみ。\n余計な説明", "よくわかりません", "Joy", "怒り", "感情は不明です"]
     llm = FakeLLM("gen").enqueue(answers)
-    s = pr.predict_split(store, llm, "fake:gen", pr.PredictConfig(mode="generate"), split="test", limit=LIMIT)
+    s = runs.predict_split(store, llm, "fake:gen", runs.PredictConfig(mode="generate"), split="test", limit=LIMIT)
     assert (s.total, s.skipped, s.done) == (LIMIT, 0, LIMIT)
     assert s.counts == {"ok": 4, "unparsed": 2}
     rows = {r.dialogue_id: r for r in _rows(store, s.run_id)}
@@ -38,14 +39,15 @@ def test_generate_mode_maps_labels_and_keeps_unparsable_answers(store: Store, tm
         assert r.raw_output == raw.split("\n")[0]  # the stop sequence cut the second line
         assert r.reason  # how the label was read, or why not
     assert got[2].status == "unparsed" and got[2].raw_output == "よくわかりません"
-    assert got[0].signature["prompt_version"] == pr.PROMPT_VERSION and got[0].signature["llm"]["backend"] == "fake"
+    assert got[0].signature["prompt_version"] == predict_prompt.PROMPT_VERSION
+    assert got[0].signature["llm"]["backend"] == "fake"
     assert all(c.method == "complete" for c in llm.calls)
 
 
 def test_score_mode_stores_top1_top3_and_distribution(store: Store, tmp_path: Path) -> None:
     seed_store(store, tmp_path)
     llm = FakeLLM("sc").enqueue([label_scores("Fear", second="Joy", third="Anger")] * 2)
-    s = pr.predict_split(store, llm, "fake:sc", pr.PredictConfig(), split="test", limit=2)
+    s = runs.predict_split(store, llm, "fake:sc", runs.PredictConfig(), split="test", limit=2)
     assert s.counts == {"ok": 2}
     row = _rows(store, s.run_id)[0]
     assert row.predicted == "Fear" and row.top3 == ["Fear", "Joy", "Anger"] and row.mode == "score"
@@ -55,7 +57,7 @@ def test_score_mode_stores_top1_top3_and_distribution(store: Store, tmp_path: Pa
     assert prob["Fear"] > prob["Joy"] > prob["Anger"] > prob["Love"]
     assert row.distribution["loglik"]["Fear"] == -1.0
     prompt, cands = llm.calls[0].input
-    assert cands == pr.candidates() and prompt.endswith("感情：")
+    assert cands == predict_prompt.candidates() and prompt.endswith("感情：")
 
 
 def test_calibration_divides_by_the_content_free_distribution(store: Store, tmp_path: Path) -> None:
@@ -63,7 +65,7 @@ def test_calibration_divides_by_the_content_free_distribution(store: Store, tmp_
     # content-free prior strongly favours fear: after calibration joy wins
     prior = label_scores("Fear")
     llm = FakeLLM("cal").enqueue([prior, prior, label_scores("Fear", second="Joy")])
-    s = pr.predict_split(store, llm, "fake:cal", pr.PredictConfig(calibrate=True), split="test", limit=1)
+    s = runs.predict_split(store, llm, "fake:cal", runs.PredictConfig(calibrate=True), split="test", limit=1)
     row = _rows(store, s.run_id)[0]
     assert row.predicted == "Joy" and "calibrated" in row.distribution
     assert len(llm.calls) == 3  # two content-free inputs, then the item
@@ -71,16 +73,16 @@ def test_calibration_divides_by_the_content_free_distribution(store: Store, tmp_
 
 def test_failures_are_stored_and_retried_and_finished_items_are_kept(store: Store, tmp_path: Path) -> None:
     seed_store(store, tmp_path)
-    cfg = pr.PredictConfig(mode="generate")
+    cfg = runs.PredictConfig(mode="generate")
     llm = FakeLLM("res").enqueue(["喜び", ConnectionError("server down"), "わからない", "恐れ"])
-    s1 = pr.predict_split(store, llm, "fake:res", cfg, split="test", limit=4)
+    s1 = runs.predict_split(store, llm, "fake:res", cfg, split="test", limit=4)
     assert s1.counts == {"ok": 2, "failed": 1, "unparsed": 1}
     before = {r.dialogue_id: (r.id, r.created_at, r.status, r.reason) for r in _rows(store, s1.run_id)}
     failed = [d for d, v in before.items() if v[2] == "failed"]
     assert len(failed) == 1 and "ConnectionError: server down" in before[failed[0]][3]
 
     llm.enqueue(["悲しみ"])
-    s2 = pr.predict_split(store, llm, "fake:res", cfg, split="test", limit=4)
+    s2 = runs.predict_split(store, llm, "fake:res", cfg, split="test", limit=4)
     assert (s2.run_id, s2.total, s2.skipped, s2.done) == (s1.run_id, 4, 3, 1)
     assert llm.pending == 0 and len(llm.calls) == 5
     after = {r.dialogue_id: (r.id, r.created_at, r.status, r.reason) for r in _rows(store, s1.run_id)}
@@ -92,7 +94,7 @@ def test_failures_are_stored_and_retried_and_finished_items_are_kept(store: Stor
         assert len(list(ses.scalars(select(Prediction)))) == 4
 
     # a different setting is a different run: nothing reused
-    s3 = pr.predict_split(store, FakeLLM("echo"), "fake:echo", pr.PredictConfig(), split="test", limit=4)
+    s3 = runs.predict_split(store, FakeLLM("echo"), "fake:echo", runs.PredictConfig(), split="test", limit=4)
     assert s3.run_id != s1.run_id and s3.skipped == 0
 
 
@@ -102,12 +104,40 @@ def test_validate_taxonomy_library_call_writes_table2(store: Store, tmp_path: Pa
     FakeLLM.named("t2").enqueue([label_scores(lab) for lab in ["Joy"] * 3])
     seen: list[tuple[str, int, int]] = []
     msgs: list[str] = []
-    res = pr.validate_taxonomy(store, models=["fake:t2"], limit=3, baseline=False, out=tmp_path / "o",
+    res = validate.validate_taxonomy(store, models=["fake:t2"], limit=3, baseline=False, out=tmp_path / "o",
                                notify=msgs.append, progress=lambda *a: seen.append(a))
     assert [r["entry"]["model"] for r in res] == ["fake:t2"]
     assert seen[0] == ("fake:t2", 0, 3) and seen[-1] == ("fake:t2", 3, 3)
     assert (tmp_path / "o" / "table2.json").is_file() and any("wrote" in m for m in msgs)
     with pytest.raises(UserError, match="hf:DIR"):
-        pr.validate_taxonomy(store, models=["nonsense"], out=tmp_path / "o")
+        validate.validate_taxonomy(store, models=["nonsense"], out=tmp_path / "o")
     with pytest.raises(UserError, match="mode"):
-        pr.validate_taxonomy(store, models=["fake:t2"], mode="guess", out=tmp_path / "o")  # type: ignore[arg-type]
+        validate.validate_taxonomy(store, models=["fake:t2"], mode="guess", out=tmp_path / "o")  # type: ignore[arg-type]
+
+
+def test_table2_is_stored_signed_and_read_back_without_the_files(store: Store, tmp_path: Path) -> None:
+    """Stages meet in the store: Table 2 is a stored metrics row per run, not table2.json."""
+    import shutil
+
+    from emplifai.predict import table2
+
+    seed_store(store, tmp_path)
+    FakeLLM.named("t2s").enqueue([label_scores(lab) for lab in ["Joy", "Joy", "Fear"]])
+    res = validate.validate_taxonomy(store, models=["fake:t2s"], limit=3, baseline=False, out=tmp_path / "o",
+                                     notify=lambda m: None)
+    shutil.rmtree(tmp_path / "o")  # the files are for people; nothing below reads them
+    run_id = res[0]["entry"]["run_id"]
+    got = table2.stored_results(store, [run_id], "test")
+    assert [g["entry"]["run_id"] for g in got] == [run_id]
+    entry = got[0]["entry"]
+    assert entry["model"] == "fake:t2s" and entry["n"] == 3
+    assert entry["accuracy"] == res[0]["entry"]["accuracy"]
+    assert entry["signature"]["metrics"] and entry["signature"]["predictions"]["llm"]["backend"] == "fake"
+    assert set(got[0]["metrics"]["per_emotion"]) == {lab.en for lab in taxonomy.LABELS}
+    assert "Table 2" in table2.markdown(got, "test")
+    assert table2.stored_results(store, [run_id], "validation") == []
+    # recomputing the same run replaces its row instead of adding a second one
+    FakeLLM.named("t2s").enqueue([label_scores(lab) for lab in ["Joy", "Joy", "Fear"]])
+    validate.validate_taxonomy(store, models=["fake:t2s"], limit=3, baseline=False, out=tmp_path / "o",
+                               notify=lambda m: None)
+    assert len(table2.stored_results(store, [run_id], "test")) == 1

@@ -12,11 +12,12 @@ from rich.table import Table
 from emplifai import taxonomy
 from emplifai.cli.common import DbOpt, console, err_console, progress_bar
 from emplifai.dataset import ingest, stats
+from emplifai.dataset import review as review_rules  # the commands are named review and decide
 from emplifai.dataset.export import export_store
 from emplifai.dataset.formats import FORMATS
 from emplifai.dataset.splits import make_split
 from emplifai.errors import InputError, UserError
-from emplifai.records import STATUSES
+from emplifai.records import STATUSES, Action, Status
 from emplifai.store.db import open_store
 from emplifai.store.repo import LIVE, iter_records
 
@@ -143,14 +144,11 @@ def review(
     db: DbOpt = None,
 ) -> None:
     """The review queue outside campaigns (synthetic items): dialogues in a status, with filter flags."""
-    from emplifai.dataset import review as rv
-    from emplifai.records import Status
-
     if status not in {s.value for s in Status}:
         raise UserError(f"--status must be one of {', '.join(s.value for s in Status)}, not {status!r}")
     names = [e.strip() for x in emotions or [] for e in x.split(",") if e.strip()]
     emos = taxonomy.resolve(names) if names else None
-    items = rv.queue(open_store(db), status=Status(status), source=source, emotions=emos, limit=limit)
+    items = review_rules.queue(open_store(db), status=Status(status), source=source, emotions=emos, limit=limit)
     if as_json:
         for it in items:
             print(json.dumps(it.to_dict(), ensure_ascii=False))
@@ -174,14 +172,11 @@ def decide(
     db: DbOpt = None,
 ) -> None:
     """Record a review decision on dialogues, all or none; their situations follow."""
-    from emplifai.dataset import review as rv
-    from emplifai.records import Action
-
     try:
         act = Action(action)
     except ValueError:
-        raise UserError(f"unknown decision {action!r}; one of: {', '.join(rv.DECISIONS)}") from None
-    done = rv.decide(open_store(db), ids, act, actor=reviewer, reason=reason)
+        raise UserError(f"unknown decision {action!r}; one of: {', '.join(review_rules.DECISIONS)}") from None
+    done = review_rules.decide(open_store(db), ids, act, actor=reviewer, reason=reason)
     for did, st in done.items():
         console.print(f"{did}: {st}")
 

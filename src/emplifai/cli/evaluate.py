@@ -10,8 +10,10 @@ import typer
 
 from emplifai.cli.common import DbOpt, console, err_console, progress_bar
 from emplifai.errors import UserError
+from emplifai.evaluate.rubrics import METRICS
+from emplifai.formatting import num
 from emplifai.store.db import open_store
-from emplifai.store.evaluation import HUMAN_SOURCE, METRICS
+from emplifai.store.evaluation import HUMAN_SOURCE
 
 SampleOpt = Annotated[str, typer.Option("--sample", help="Name of the sample manifest.")]
 ratings_app = typer.Typer(help="Human rating sheets: export, import, summary.", no_args_is_help=True)
@@ -163,13 +165,13 @@ def ratings_import(
 def _print_summary(sm: dict) -> None:
     from rich.table import Table
 
-    from emplifai.prompts.judge import label
+    from emplifai.evaluate.rubrics import label
 
     t = Table(title=f"human ratings: sample {sm['sample']}, source {sm['source']} ({sm['raters']} raters)")
     for col in ("metric", "items", "mean", "α ordinal", "ICC(1,1)", "ICC(1,k)"):
         t.add_column(col)
     for m, v in sm["metrics"].items():
-        t.add_row(label(m), str(v["items"]), f"{v['mean']:.2f}", *(("–" if v[k] is None else f"{v[k]:.3f}")
+        t.add_row(label(m), str(v["items"]), f"{v['mean']:.2f}", *(num(v[k], 3)
                                                                     for k in ("alpha_ordinal", "icc1", "icc1k")))
     console.print(t)
 

@@ -7,20 +7,20 @@ from typing import Annotated
 
 import typer
 
+from emplifai import finetune
 from emplifai.cli.common import DbOpt, console
+from emplifai.finetune import compare
 
 
-def finetune(
+def finetune_command(
     out: Annotated[Path, typer.Option("--out", help="Output folder: adapter, adapter.gguf, metrics, loss curve.")],
     config: Annotated[Path | None, typer.Option("--config", help="YAML or TOML config (default: CPU config).")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a setting: key=value (dotted).")] = None,
     db: DbOpt = None,
 ) -> None:
     """LoRA fine-tuning (TRL SFTTrainer + PEFT) on the training split; rerun the same command to resume."""
-    from emplifai.finetune import train as ft
-
-    cfg = ft.load_config(config, set_ or [])
-    result = ft.run(cfg, out, db)
+    cfg = finetune.load_config(config, set_ or [])
+    result = finetune.run(cfg, out, db)
     m = result.metrics
     console.print(f"trained {m['steps']} steps on {m['split']['train_examples']} examples "
                   f"in {m['train_seconds']:.0f} s ({m['train_tokens_per_second']:.0f} tokens/s, "
@@ -32,7 +32,7 @@ def finetune(
         console.print(f"model spec: [bold]{result.spec}[/]")
 
 
-def compare(
+def compare_command(
     before: Annotated[str, typer.Option("--before", help="Model spec before fine-tuning, e.g. embedded.")],
     after: Annotated[str, typer.Option("--after", help="Model spec after, e.g. embedded+lora:DIR/adapter.gguf.")],
     out: Annotated[Path, typer.Option("--out", help="Folder for compare.md / compare.json.")] = Path("compare"),
@@ -44,14 +44,12 @@ def compare(
     db: DbOpt = None,
 ) -> None:
     """Before/after table: format adherence, judge scores and taxonomy validation for two model specs."""
-    from emplifai.finetune import compare as cmp
-
-    result = cmp.run(before=before, after=after, out=out, n=n, seed=seed, judge=judge,
+    result = compare.run(before=before, after=after, out=out, n=n, seed=seed, judge=judge,
                      metrics=tuple(metric) if metric else None, predict_limit=predict_limit, db=db)
     console.print(result.markdown)
     console.print(f"written: {result.md_path}, {result.json_path}")
 
 
 def register(app: typer.Typer) -> None:
-    app.command("finetune")(finetune)
-    app.command("compare")(compare)
+    app.command("finetune")(finetune_command)
+    app.command("compare")(compare_command)

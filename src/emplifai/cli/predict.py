@@ -10,8 +10,9 @@ from typing import Annotated, Any
 
 import typer
 
-from emplifai.cli.common import DbOpt, console, err_console
+from emplifai.cli.common import DbOpt, ProgressBoard, console, err_console
 from emplifai.errors import UserError
+from emplifai.formatting import num
 
 DEFAULT_OUT = Path("results/table2")
 
@@ -43,31 +44,22 @@ def validate_taxonomy(
     db: DbOpt = None,
 ) -> None:
     """Taxonomy validation by reverse-engineering: the paper's Table 2 and more."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from emplifai.predict import runs as pr
+    from emplifai.predict import validate
     from emplifai.store.db import open_store
 
     if mode not in ("score", "generate"):
         raise UserError(f"--mode must be 'score' or 'generate', got {mode!r}")
     models = model or ([] if baseline else ["embedded"])
     for spec in models:  # a bad spec fails before the database is opened
-        pr.parse_model_spec(spec)
+        validate.parse_model_spec(spec)
     store = open_store(db)
     started = time.perf_counter()
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=err_console, transient=True, disable=not err_console.is_terminal) as prog:
-        tasks: dict[str, Any] = {}
-
-        def progress(spec: str, completed: int, total: int) -> None:
-            if spec not in tasks:
-                tasks[spec] = prog.add_task(f"{spec} ({mode})", total=total)
-            prog.update(tasks[spec], completed=completed, total=total)
-
-        results = pr.validate_taxonomy(
+    with ProgressBoard() as board:
+        results = validate.validate_taxonomy(
             store, models=models, mode=mode, split=split, limit=limit, shots=shots, baseline=baseline,
             encoder=encoder, layer=layer, vectors=vectors, out=out, seed=seed, calibrate=calibrate,
-            definitions=definitions, chat=chat, concurrency=concurrency, label_lang=label_lang, progress=progress,
+            definitions=definitions, chat=chat, concurrency=concurrency, label_lang=label_lang,
+            progress=lambda spec, done, total: board.update(f"{spec} ({mode})", done, total),
             notify=lambda msg: err_console.print(msg, highlight=False),
         )
     _print_table(results)
@@ -77,7 +69,7 @@ def validate_taxonomy(
 def _print_table(results: list[dict[str, Any]]) -> None:
     from rich.table import Table
 
-    from emplifai.predict.table2 import TABLE_KEYS, _fmt
+    from emplifai.predict.table2 import TABLE_KEYS
 
     table = Table(title="Table 2")
     table.add_column("model")
@@ -85,7 +77,7 @@ def _print_table(results: list[dict[str, Any]]) -> None:
         table.add_column(k, justify="right")
     for r in results:
         e = r["entry"]
-        table.add_row(e["model"], *(_fmt(e[k]) for k in TABLE_KEYS))
+        table.add_row(e["model"], *(num(e[k], 3) for k in TABLE_KEYS))
     console.print(table)
 
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from emplifai.cli.common import console, err_console
+from emplifai.cli.common import ProgressBoard, console, err_console
 
 
 def run(
@@ -22,8 +22,10 @@ def run(
     from emplifai.study.runner import Study, load_config
 
     cfg = load_config(config)
-    study = Study(cfg, out, notify=lambda msg: err_console.print(msg, highlight=False, markup=False))
-    timings = study.run()
+    with ProgressBoard() as board:
+        study = Study(cfg, out, notify=lambda msg: err_console.print(msg, highlight=False, markup=False),
+                      progress=board)
+        timings = study.run()
     console.print("stage times (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
     console.print(f"report: {out / 'report.html'} (and report.md)")
 

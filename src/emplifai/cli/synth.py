@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from emplifai.cli.common import DbOpt, console, err_console
+from emplifai.cli.common import DbOpt, ProgressBoard, console, err_console
 from emplifai.errors import UserError
 
 
@@ -78,13 +78,15 @@ def synth(
         return
     llm = load_model(model)
     checker = load_model(check_model) if check_model and check_model != model else None
+    board = ProgressBoard()
     syn = Synthesizer(store, llm, cfg, model=model, check_llm=checker, check_model=check_model,
-                      progress=_progress())
+                      progress=board.update)
     plans = syn.plan()
     if not as_json:
         _print_plan(plans, False)
     try:
-        report = syn.run()
+        with board:
+            report = syn.run()
     finally:
         llm.close()
         if checker is not None:
@@ -119,25 +121,6 @@ class _NoModel:
         return {}
 
 
-def _progress():  # type: ignore[no-untyped-def]
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    prog = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=err_console, transient=True, disable=not err_console.is_terminal)
-    tasks: dict[str, int] = {}
-
-    def update(stage: str, done: int, total: int) -> None:
-        if not prog.live.is_started:
-            prog.start()
-        if stage not in tasks:
-            tasks[stage] = prog.add_task(stage, total=total)
-        prog.update(tasks[stage], total=total, completed=done)
-        if done >= total:
-            prog.remove_task(tasks.pop(stage))
-            if not tasks:
-                prog.stop()
-
-    return update
 
 
 def _print_plan(plans: list, as_json: bool) -> None:

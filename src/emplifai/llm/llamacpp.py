@@ -30,9 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from emplifai.provenance import dist_version
+from emplifai.provenance import dist_version, file_sha256
 
-from . import _local
+from . import decoding
 from .base import (
     LLM,
     BackendUnavailable,
@@ -40,9 +40,9 @@ from .base import (
     GenParams,
     LLMError,
     MessagesLike,
-    file_sha256,
     to_messages,
 )
+from .chat_template import render_gemma
 
 
 class LlamaCppLLM(LLM):
@@ -134,7 +134,7 @@ class LlamaCppLLM(LLM):
             # the thread count is not (checked: 1 and 2 threads give identical scores and text)
             "n_batch": self._n_batch,
             "chat_format": self.chat_format,
-            "versions": {"llama_cpp_python": dist_version("llama-cpp-python"), "decode_loop": _local.LOOP_VERSION},
+            "versions": {"llama_cpp_python": dist_version("llama-cpp-python"), "decode_loop": decoding.LOOP_VERSION},
         }
 
     def complete(self, prompt: str, params: GenParams | None = None) -> Completion:
@@ -144,7 +144,7 @@ class LlamaCppLLM(LLM):
     def chat(self, messages: MessagesLike, params: GenParams | None = None) -> Completion:
         msgs = to_messages(messages)
         if self.chat_format == "gemma":
-            tokens = self.tokenize(_local.render_gemma(msgs))
+            tokens = self.tokenize(render_gemma(msgs))
         elif self.chat_format == "jinja":
             tokens = self._render_jinja(msgs)
         else:
@@ -171,7 +171,7 @@ class LlamaCppLLM(LLM):
                     out.extend(self._score(prompt, [cand]))
                     continue
                 p, full = self.tokenize(prompt), self.tokenize(prompt + cand)
-                k = _local.common_prefix_len(p, full)
+                k = decoding.common_prefix_len(p, full)
                 self._clear()
                 total = float(self._eval_targets(full, k - 1).sum())
                 if k < len(p):
@@ -200,12 +200,12 @@ class LlamaCppLLM(LLM):
         # Always start from a cleared cache: llama.cpp's logits depend slightly on how tokens were batched,
         # so reusing KV from an unrelated earlier call would make scores depend on call history.
         self._clear()
-        first = _local.log_softmax(self._eval_last(p))  # the prompt, evaluated once
+        first = decoding.log_softmax(self._eval_last(p))  # the prompt, evaluated once
         scores: list[float] = [0.0] * len(candidates)
         merged: list[tuple[int, list[int], int]] = []
         for i, cand in enumerate(candidates):
             full = self.tokenize(prompt + cand)
-            k = _local.common_prefix_len(p, full)
+            k = decoding.common_prefix_len(p, full)
             if k < n:
                 merged.append((i, full, k))
             elif len(full) > n:
@@ -234,7 +234,7 @@ class LlamaCppLLM(LLM):
         def step(token: int) -> np.ndarray:
             return self._eval_last([*self._kv, token])
 
-        return _local.generate(
+        return decoding.generate(
             first,
             step,
             detokenize=lambda toks: self._llama.detokenize(toks),
@@ -278,7 +278,7 @@ class LlamaCppLLM(LLM):
         vals = np.zeros(len(want))
 
         def take(i: int, row: np.ndarray) -> None:
-            vals[i - first] = _local.log_softmax(row)[tokens[i + 1]]
+            vals[i - first] = decoding.log_softmax(row)[tokens[i + 1]]
 
         if len(want):
             # the last token is never decoded: nothing needs the distribution after it
@@ -288,7 +288,7 @@ class LlamaCppLLM(LLM):
     def _reusable(self, tokens: list[int], first_needed: int) -> int:
         """How many cached tokens can stay: the common prefix, but position ``first_needed`` must be decoded
         again because its logits are not kept."""
-        return min(_local.common_prefix_len(self._kv, tokens), first_needed)
+        return min(decoding.common_prefix_len(self._kv, tokens), first_needed)
 
     def _decode(self, tokens: list[int], start: int, want: range, take: Callable[[int, np.ndarray], None]) -> None:
         """Truncate the cache to ``start`` tokens, decode ``tokens[start:]`` in n_batch chunks, and hand the

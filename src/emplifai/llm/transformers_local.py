@@ -9,7 +9,6 @@ Nothing is downloaded: ``local_files_only=True``.
 from __future__ import annotations
 
 import copy
-import hashlib
 import os
 import threading
 from collections.abc import Sequence
@@ -18,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from emplifai.provenance import dist_version
+from emplifai.provenance import dist_version, file_sha256, text_digest
 
-from . import _local
+from . import decoding
 from .base import (
     LLM,
     BackendUnavailable,
@@ -28,9 +27,9 @@ from .base import (
     GenParams,
     LLMError,
     MessagesLike,
-    file_sha256,
     to_messages,
 )
+from .chat_template import END_OF_TURN, render_gemma
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".json", ".model", ".txt", ".jinja")
 
@@ -75,11 +74,10 @@ class TransformersLLM(LLM):
     # ------------------------------------------------------------------------------------- public API
     def signature(self) -> dict[str, Any]:
         if self._sha is None:  # one digest over every file that shapes outputs (weights, config, tokenizer)
-            digest = hashlib.sha256()
-            for f in sorted(self.model_dir.iterdir()):
-                if f.is_file() and f.name.endswith(_WEIGHT_SUFFIXES):
-                    digest.update(f"{f.name}:{file_sha256(f)}\n".encode())
-            self._sha = digest.hexdigest()
+            self._sha = text_digest("".join(
+                f"{f.name}:{file_sha256(f)}\n"
+                for f in sorted(self.model_dir.iterdir()) if f.is_file() and f.name.endswith(_WEIGHT_SUFFIXES)
+            ))
         return {
             "backend": "transformers",
             "model": self.model_dir.name,
@@ -90,7 +88,7 @@ class TransformersLLM(LLM):
             "versions": {
                 "transformers": dist_version("transformers"),
                 "torch": dist_version("torch"),
-                "decode_loop": _local.LOOP_VERSION,
+                "decode_loop": decoding.LOOP_VERSION,
             },
         }
 
@@ -106,7 +104,7 @@ class TransformersLLM(LLM):
             )
             tokens = self._ensure_start(self.tokenizer(text, add_special_tokens=False)["input_ids"])
         elif self.chat_format == "gemma":
-            tokens = self.tokenize(_local.render_gemma(msgs))
+            tokens = self.tokenize(render_gemma(msgs))
         else:
             raise LLMError(f"{self.model_dir.name} has no chat template; use complete()")
         with self._lock:
@@ -123,10 +121,10 @@ class TransformersLLM(LLM):
             p = self.tokenize(prompt)
             for cand in candidates:
                 full = self.tokenize(prompt + cand)
-                k = _local.common_prefix_len(p, full)
-                total = _local.sum_logprobs(self._forward(full)[0][k - 1 : -1], full[k:])
+                k = decoding.common_prefix_len(p, full)
+                total = decoding.sum_logprobs(self._forward(full)[0][k - 1 : -1], full[k:])
                 if k < len(p):
-                    total -= _local.sum_logprobs(self._forward(p)[0][k - 1 : -1], p[k:])
+                    total -= decoding.sum_logprobs(self._forward(p)[0][k - 1 : -1], p[k:])
                 out.append(total)
             return out
 
@@ -159,12 +157,12 @@ class TransformersLLM(LLM):
         p = self.tokenize(prompt)
         n = len(p)
         last, past = self._forward(p, keep=1)  # the prompt, evaluated once
-        first = _local.log_softmax(last[-1])
+        first = decoding.log_softmax(last[-1])
         scores = []
         p_logits: np.ndarray | None = None
         for cand in candidates:
             full = self.tokenize(prompt + cand)
-            k = _local.common_prefix_len(p, full)
+            k = decoding.common_prefix_len(p, full)
             if k == n:
                 if len(full) == n:
                     scores.append(0.0)
@@ -172,15 +170,15 @@ class TransformersLLM(LLM):
                 total = float(first[full[n]])
                 if len(full) > n + 1:  # continue from a copy of the prompt's cache
                     logits, _ = self._forward(full[n:-1], copy.deepcopy(past))
-                    total += _local.sum_logprobs(logits, full[n + 1 :])
+                    total += decoding.sum_logprobs(logits, full[n + 1 :])
                 scores.append(total)
             else:  # boundary merged: log P(full[k:] | full[:k]) - log P(p[k:] | p[:k])
                 if p_logits is None:
                     p_logits = self._forward(p)[0]
                 full_logits = self._forward(full)[0]
                 scores.append(
-                    _local.sum_logprobs(full_logits[k - 1 : -1], full[k:])
-                    - _local.sum_logprobs(p_logits[k - 1 : -1], p[k:])
+                    decoding.sum_logprobs(full_logits[k - 1 : -1], full[k:])
+                    - decoding.sum_logprobs(p_logits[k - 1 : -1], p[k:])
                 )
         return scores
 
@@ -197,7 +195,7 @@ class TransformersLLM(LLM):
             return out[-1]
 
         tok = self.tokenizer
-        return _local.generate(
+        return decoding.generate(
             logits[-1],
             step,
             detokenize=lambda ids: tok.decode(ids, skip_special_tokens=True).encode("utf-8"),
@@ -213,7 +211,7 @@ class TransformersLLM(LLM):
         for source in (getattr(self.model, "generation_config", None), self.model.config, self.tokenizer):
             eos = getattr(source, "eos_token_id", None)
             ids.update(eos if isinstance(eos, list | tuple | set) else [eos] if eos is not None else [])
-        end_of_turn = self.tokenizer.convert_tokens_to_ids("<end_of_turn>")
+        end_of_turn = self.tokenizer.convert_tokens_to_ids(END_OF_TURN)
         if isinstance(end_of_turn, int) and end_of_turn != self.tokenizer.unk_token_id:
             ids.add(end_of_turn)
         return ids

@@ -29,36 +29,10 @@ from typing import Any, Literal
 from emplifai import taxonomy
 from emplifai.prompts import render
 from emplifai.prompts.generation import PATIENT, SUPPORTER
-from emplifai.store.evaluation import METRICS
 
 PROMPT_VERSION = "judge-v1"
 Lang = Literal["ja", "en"]
 LAYOUTS = ("standard", "blocks", "reversed")  # standard is the Table-4 layout; the others probe layout bias
-
-METRIC_LABELS: dict[str, tuple[str, str]] = {  # key -> (Japanese, English), in Table-3 order
-    "comprehensibility": ("内容の理解度", "Content comprehensibility"),
-    "general_empathy": ("一般的な共感", "General empathy"),
-    "emotion_empathy": ("感情に特化した共感", "Emotion-specific empathy"),
-    "consistency": ("文脈との一貫性", "Consistency with the context"),
-    "fluency": ("日本語の流暢さ", "Fluency in Japanese"),
-    "harmlessness": ("無害性", "Harmlessness"),
-    "security": ("安心感", "Sense of security"),
-}
-assert tuple(METRIC_LABELS) == METRICS
-
-
-def label(metric: str, lang: Lang = "ja") -> str:
-    ja, en = METRIC_LABELS[metric]
-    return ja if lang == "ja" else en
-
-
-def check_metrics(metrics: Sequence[str]) -> list[str]:
-    """Validate metric keys (user input); keeps Table-3 order and drops duplicates."""
-    unknown = [m for m in metrics if m not in METRICS]
-    if unknown:
-        raise ValueError(f"unknown metric(s) {', '.join(unknown)}; use {', '.join(METRICS)}")
-    return [m for m in METRICS if m in set(metrics)]
-
 
 def rubric(metric: str, lang: Lang = "ja") -> str:
     """The shared part of every prompt for this metric: role, definition, the five levels, output format."""

@@ -16,6 +16,14 @@ from typing import TYPE_CHECKING, Any
 
 from emplifai import __version__, taxonomy
 from emplifai.dataset import stats
+from emplifai.errors import UserError
+from emplifai.evaluate import tables
+from emplifai.evaluate.rubrics import METRICS
+from emplifai.evaluate.rubrics import label as metric_label
+from emplifai.formatting import num
+from emplifai.predict.table2 import TABLE_KEYS, plot_confusion, slug, stored_results
+from emplifai.predict.table2 import markdown as table2_markdown
+from emplifai.store.repo import iter_records
 
 if TYPE_CHECKING:
     from emplifai.study.runner import Study
@@ -37,16 +45,10 @@ def _data_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
 
 
-def _per_emotion_chart(table2: dict[str, Any], folder: Path, out: Path) -> Path | None:
+def _per_emotion_chart(results: list[dict[str, Any]], out: Path) -> Path | None:
     """Per-emotion accuracy of every model side by side, Japanese labels."""
-    from emplifai.predict.table2 import slug
-
-    series = {}
-    for e in table2.get("models", []):
-        f = folder / f"metrics_{slug(e['model'])}.json"
-        if f.exists():
-            per = json.loads(f.read_text(encoding="utf-8"))["per_emotion"]
-            series[e["model"]] = [per[lab.en]["accuracy"] or 0.0 for lab in taxonomy.LABELS]
+    series = {r["entry"]["model"]: [r["metrics"]["per_emotion"][lab.en]["accuracy"] or 0.0 for lab in taxonomy.LABELS]
+              for r in results if r["metrics"].get("per_emotion")}
     if not series:
         return None
     import matplotlib
@@ -74,33 +76,31 @@ def _per_emotion_chart(table2: dict[str, Any], folder: Path, out: Path) -> Path 
 
 def _evaluation(study: Study) -> dict[str, Any]:
     """Tables 4 and 5 and their plots, when the judge stage has run."""
-    from emplifai.errors import UserError
-    from emplifai.evaluate import tables as rep
 
     folder = study.out / "eval"
     judge, sample = study.cfg.judge.judge, study.cfg.sample.name
     result: dict[str, Any] = {"table4": None, "table5": None, "bias": None, "plots": [], "why_no_table5": None}
     try:
-        result["table4"] = rep.table4(study.store, judge, sample)
+        result["table4"] = tables.table4(study.store, judge, sample)
     except UserError as exc:
         result["why_no_table4"] = str(exc)
         return result
-    rep.write(folder, "table4", result["table4"], rep.md4(result["table4"]))
-    result["bias"] = rep.bias(study.store, judge, sample)
-    rep.write(folder, "bias", result["bias"], rep.md_bias(result["bias"]))
+    tables.write(folder, "table4", result["table4"], tables.md4(result["table4"]))
+    result["bias"] = tables.bias(study.store, judge, sample)
+    tables.write(folder, "bias", result["bias"], tables.md_bias(result["bias"]))
     rated = study.cfg.agree.source if study.cfg.agree.ratings else None
     if rated:
-        result["table5"] = rep.table5(study.store, judge, rated, sample)
-        rep.write(folder, "table5", result["table5"], rep.md5(result["table5"]))
+        result["table5"] = tables.table5(study.store, judge, rated, sample)
+        tables.write(folder, "table5", result["table5"], tables.md5(result["table5"]))
     else:
         result["why_no_table5"] = ("no human ratings were given: export sheets with `emplifai ratings export`, "
                                    "have them filled, and list them under [agree] ratings")
-    result["plots"] = rep.plots(study.store, judge, folder, sample, rated)
+    result["plots"] = tables.plots(study.store, judge, folder, sample, rated)
     return result
 
 
 def _markdown(study: Study, c: dict[str, Any]) -> str:
-    """The same report as Markdown, assembled from the per-stage Markdown files."""
+    """The same report as Markdown, rendered from the stored results."""
     d = c["dataset"]
     lines = ["# emplifai study report", "", "## Dataset", "",
              f"{d['situations']} situations, {d['dialogues']} dialogues; dialogues per emotion–situation pair: "
@@ -111,10 +111,13 @@ def _markdown(study: Study, c: dict[str, Any]) -> str:
              "| emotion | 感情 | group | situations | dialogues |", "|---|---|---|---|---|"]
     lines += [f"| {en} | {e['ja']} | {e['group']} | {e['situations']} | {e['dialogues']} |"
               for en, e in d["emotions"].items()]
-    for part in (study.out / "table2" / "table2.md", study.out / "eval" / "table4.md",
-                 study.out / "eval" / "table5.md", study.out / "eval" / "bias.md"):
-        if part.exists():
-            lines += ["", re.sub(r"^(#+) ", r"#\1 ", part.read_text(encoding="utf-8"), flags=re.MULTILINE)]
+    ev = c["eval"]
+    parts = [table2_markdown(c["table2_results"], c["table2"]["split"]) if c["table2_results"] else None,
+             tables.md4(ev["table4"]) if ev.get("table4") else None,
+             tables.md5(ev["table5"]) if ev.get("table5") else None,
+             tables.md_bias(ev["bias"]) if ev.get("bias") else None]
+    for part in filter(None, parts):
+        lines += ["", re.sub(r"^(#+) ", r"#\1 ", part, flags=re.MULTILINE)]
     if c["eval"].get("why_no_table5"):
         lines += ["", f"Table 5: {c['eval']['why_no_table5']}."]
     lines += ["", "## Provenance", "", "```json", c["provenance_json"], "```", ""]
@@ -122,18 +125,22 @@ def _markdown(study: Study, c: dict[str, Any]) -> str:
 
 
 def build_report(study: Study) -> dict[str, Path]:
-    from emplifai.predict.table2 import TABLE_KEYS, slug
-    from emplifai.prompts.judge import label as metric_label
-    from emplifai.store.evaluation import METRICS
-    from emplifai.store.repo import iter_records
 
     with study.store.open_session() as s:
         dataset = stats.compute(iter_records(s))
-    t2_dir = study.out / "table2"
-    table2 = json.loads((t2_dir / "table2.json").read_text(encoding="utf-8")) if (t2_dir / "table2.json").exists() \
-        else {"models": []}
-    confusions = [(e["model"], t2_dir / f"confusion_{slug(e['model'])}.png") for e in table2["models"]]
-    per_emotion = _per_emotion_chart(table2, t2_dir, t2_dir / "per_emotion.png")
+    predicted = study.state.data.get("predict", {}).get("summary", {})
+    split = study.cfg.predict.split
+    results = stored_results(study.store, predicted.get("run_ids", []), split)
+    table2 = {"split": split, "models": [r["entry"] for r in results]}
+    assets = study.out / "report_assets"
+    assets.mkdir(exist_ok=True)
+    confusions = []
+    for r in results:
+        model, n = r["entry"]["model"], r["entry"]["n"]
+        png = assets / f"confusion_{slug(model)}.png"
+        plot_confusion(png, r["metrics"], f"{model}（n={n}）")
+        confusions.append((model, png))
+    per_emotion = _per_emotion_chart(results, assets / "per_emotion.png")
     evaluation = _evaluation(study)
     provenance = {
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -146,6 +153,7 @@ def build_report(study: Study) -> dict[str, Path]:
     }
     context = {
         "dataset": dataset, "labels": taxonomy.LABELS, "table2": table2, "table2_keys": TABLE_KEYS,
+        "table2_results": results,
         "confusions": [(m, _data_uri(p)) for m, p in confusions if p.exists()],
         "per_emotion": _data_uri(per_emotion) if per_emotion else None,
         "eval": evaluation, "metrics": METRICS, "metric_label": metric_label,
@@ -155,7 +163,7 @@ def build_report(study: Study) -> dict[str, Path]:
     from jinja2 import Environment, PackageLoader, select_autoescape
 
     env = Environment(loader=PackageLoader("emplifai", "study/templates"), autoescape=select_autoescape(["html"]))
-    env.filters["num"] = lambda v, nd=2: "–" if v is None else (f"{v:.{nd}f}" if isinstance(v, float) else str(v))
+    env.filters["num"] = num
     html = study.out / "report.html"
     html.write_text(env.get_template("report.html.j2").render(**context), encoding="utf-8")
     md = study.out / "report.md"

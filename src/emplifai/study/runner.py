@@ -14,7 +14,7 @@ import time
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -152,10 +152,18 @@ class State:
 Notify = Callable[[str], None]
 
 
+class ProgressSink(Protocol):
+    """Where the study reports progress (the CLI's Rich board; nothing in tests)."""
+
+    def update(self, task: str, done: int, total: int | None) -> None: ...
+
+    def bar(self, task: str, total: int | None) -> Callable[[int], None]: ...
+
+
 class Study:
     """Runs the configured stages against one store and one output folder."""
 
-    def __init__(self, cfg: RunConfig, out: Path, notify: Notify = print):
+    def __init__(self, cfg: RunConfig, out: Path, notify: Notify = print, progress: ProgressSink | None = None):
         from emplifai.store.db import open_store
 
         self.cfg, self.out, self.notify = cfg, out, notify
@@ -166,7 +174,7 @@ class Study:
         self.fp: dict[str, str] = {}
         self.timings: dict[str, float] = {}
         self.extra_models: list[str] = []  # the fine-tuned model joins predict/generate when enabled
-        self.progress: Any = None
+        self.progress = progress
 
     # ------------------------------------------------------------------------------------------ driver
     def run(self) -> dict[str, Any]:
@@ -175,14 +183,7 @@ class Study:
             "sample": ["split"], "generate": ["sample", "finetune"], "judge": ["generate"],
             "agree": ["judge"], "report": ["predict", "judge", "agree"],
         }
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        from emplifai.cli.common import err_console
-
-        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=err_console, transient=True, disable=not err_console.is_terminal) as self.progress:
-            self._run_stages(upstream)
-        self.progress = None
+        self._run_stages(upstream)
         return self.timings
 
     def _run_stages(self, upstream: dict[str, list[str]]) -> None:
@@ -242,7 +243,7 @@ class Study:
         return {"manifest_id": res.manifest_id, "sizes": res.sizes, "content_hash": res.content_hash}
 
     def _stage_predict(self) -> dict[str, Any]:
-        from emplifai.predict.runs import validate_taxonomy
+        from emplifai.predict.validate import validate_taxonomy
 
         p = self.cfg.predict
         result = validate_taxonomy(
@@ -251,12 +252,12 @@ class Study:
             vectors=p.vectors,
             out=self.out / "table2", notify=self.notify, progress=self._predict_progress(),
         )
-        return {"models": [e["entry"]["model"] for e in result]}
+        return {"models": [e["entry"]["model"] for e in result], "run_ids": [e["entry"]["run_id"] for e in result]}
 
     def _stage_finetune(self) -> dict[str, Any]:
         if not self.cfg.finetune.enabled:
             return {"enabled": False}
-        from emplifai.finetune import train as finetune
+        from emplifai import finetune
 
         ft_cfg = finetune.load_config(self.cfg.finetune.config, self.cfg.finetune.overrides)
         res = finetune.run(ft_cfg, self.out / "finetune", self.db)
@@ -288,7 +289,7 @@ class Study:
 
     def _stage_judge(self) -> dict[str, Any]:
         from emplifai.evaluate.judge import JudgeConfig, judge
-        from emplifai.store.evaluation import METRICS
+        from emplifai.evaluate.rubrics import METRICS
 
         j = self.cfg.judge
         cfg = JudgeConfig(spec=j.judge, sample=self.cfg.sample.name, metrics=tuple(j.metrics or METRICS),
@@ -313,12 +314,9 @@ class Study:
         return {k: str(v) for k, v in paths.items()}
 
     def _predict_progress(self) -> Callable[[str, int, int], None]:
-        tasks: dict[str, Any] = {}
-
         def update(spec: str, done: int, total: int) -> None:
             if self.progress is not None:
-                task = tasks.setdefault(spec, self.progress.add_task(f"predict {spec}", total=total))
-                self.progress.update(task, completed=done, total=total)
+                self.progress.update(f"predict {spec}", done, total)
 
         return update
 
@@ -326,5 +324,4 @@ class Study:
         """A Rich progress bar for one stage's items (quiet when stderr is not a terminal)."""
         if self.progress is None:
             return lambda n=1: None
-        task = self.progress.add_task(description, total=total)
-        return lambda n=1: self.progress.advance(task, n)  # type: ignore[union-attr]
+        return self.progress.bar(description, total)

@@ -69,7 +69,7 @@ def screen(cases: Sequence[dict[str, Any]], reference: Iterable[Record], cfg: Fi
 
 def _model_checks(items: list[Screened], cfg: FilterConfig, llm: LLM) -> None:
     from emplifai.llm.base import GenParams, LLMFailure
-    from emplifai.predict import runs as predict
+    from emplifai.predict import prompt as predictor
     from emplifai.prompts import render
     from emplifai.prompts.generation import format_dialogue
 
@@ -85,7 +85,7 @@ def _model_checks(items: list[Screened], cfg: FilterConfig, llm: LLM) -> None:
                              else F.read_safety_verdict(a.text))
     if cfg.emotion_agreement:
         for s, p in zip(alive, parsed, strict=True):
-            res = predict.score_item(llm, predict.build_prompt(s.case["situation"], p.patient, p.supporter))
+            res = predictor.score_item(llm, predictor.build_prompt(s.case["situation"], p.patient, p.supporter))
             dist = (res.distribution or {}).get("prob", {})
             order = sorted(dist, key=lambda k: -dist[k]) if dist else (res.top3 or [])
             s.results.append(F.agreement(s.case["emotion"], order, cfg.agreement_top_k, dist.get(s.case["emotion"])))

@@ -457,16 +457,16 @@ class Synthesizer:
 
     def _agreement(self, items: list[tuple[str, str, str, Any]]) -> list[F.FilterResult]:
         """The taxonomy-validation predictor (score mode) must rank the target emotion in its top k."""
-        from emplifai.predict import runs as predict
+        from emplifai.predict import prompt as predictor
 
         fc = self.cfg.filters
-        ranked = predict.choose_examples(self._pool_records(), self.cfg.seed) if fc.agreement_shots else []
+        ranked = predictor.choose_examples(self._pool_records(), self.cfg.seed) if fc.agreement_shots else []
         results = []
         t = time.perf_counter()
         for done, (_cid, sit, emotion, p) in enumerate(items, 1):
-            prompt = predict.build_prompt(sit, p.patient, p.supporter, ranked[: fc.agreement_shots])
+            prompt = predictor.build_prompt(sit, p.patient, p.supporter, ranked[: fc.agreement_shots])
             try:
-                res = predict.score_item(self.check_llm, prompt)
+                res = predictor.score_item(self.check_llm, prompt)
             except Exception as exc:  # one failing item must not sink the run; the reason is kept
                 results.append(F.FilterResult("emotion_agreement", False, f"predictor failed: {exc}"))
                 continue
