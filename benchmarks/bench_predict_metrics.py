@@ -30,7 +30,7 @@ def main() -> None:
     import bert_score
 
     from emplifai import taxonomy
-    from emplifai.metrics.similarity import BertScoreConfig, BertScorer
+    from emplifai.metrics import BertScoreConfig, BertScorer
 
     rng = random.Random(args.seed)
     ja = [lab.ja for lab in taxonomy.LABELS]

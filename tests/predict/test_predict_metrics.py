@@ -9,7 +9,7 @@ import pytest
 from sklearn.metrics import f1_score
 
 from emplifai import taxonomy
-from emplifai.metrics.similarity import PRF, PairCosine, Scored, Scorers, VectorScorer, evaluate
+from emplifai.metrics import PRF, PairCosine, Scored, Scorers, VectorScorer, evaluate
 
 NAMES = [lab.en for lab in taxonomy.LABELS]
 

@@ -1,7 +1,7 @@
 """Table 2 files: ``table2.md``, ``table2.json``, per-emotion results and a confusion heatmap per model.
 
 Reads stored predictions only (through :mod:`emplifai.predict.runs`) and the metrics of
-:mod:`emplifai.metrics.similarity`.
+:mod:`emplifai.metrics`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from sqlalchemy import delete, select
 
 from emplifai import taxonomy
 from emplifai.formatting import num
-from emplifai.metrics.similarity import UNPARSED_COL, Scored, Scorers, answer_text, evaluate
+from emplifai.metrics import UNPARSED_COL, Scored, Scorers, answer_text, evaluate
 from emplifai.store.db import Store
 from emplifai.store.predict import PredictionMetrics
 

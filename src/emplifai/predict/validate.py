@@ -7,10 +7,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from emplifai import metrics
 from emplifai.errors import UserError
 from emplifai.evaluate.models import load_llm
 from emplifai.llm import LLMError, parse_spec
-from emplifai.metrics import similarity
 from emplifai.predict import baseline as baseline_model
 from emplifai.predict import table2
 
@@ -72,8 +72,8 @@ def validate_taxonomy(
 
     items, *_ = select_items(store, split, limit)
     ids = [it.dialogue_id for it in items]
-    bcfg = similarity.BertScoreConfig(encoder=encoder, **({"layer": layer} if layer is not None else {}))
-    scorers = similarity.Scorers(similarity.BertScorer(bcfg), similarity.VectorScorer(vectors), lang=label_lang)
+    bcfg = metrics.BertScoreConfig(encoder=encoder, **({"layer": layer} if layer is not None else {}))
+    scorers = metrics.Scorers(metrics.BertScorer(bcfg), metrics.VectorScorer(vectors), lang=label_lang)
     notify("scoring predictions (BERTScore, word vectors, label metrics)…")
     results = [table2.model_entry(spec, rid, load_predictions(store, rid, ids), scorers) for spec, rid in runs]
     table2.save_results(store, results, split)
