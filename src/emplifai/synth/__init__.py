@@ -5,8 +5,8 @@ targeting (what is missing) → stages (brainstorm → rewrite → dialogue) →
 
 from __future__ import annotations
 
-from .config import FilterConfig, SynthConfig, TokenLimits
-from .pipeline import RunReport, Synthesizer, run_key
+from .config import FilterConfig, RunReport, SynthConfig, TokenLimits, run_key
+from .pipeline import Synthesizer
 from .stages import PROMPT_VERSION
 from .targeting import EmotionPlan, plan
 

@@ -3,9 +3,18 @@ with the run and in every stored item's provenance."""
 
 from __future__ import annotations
 
-from typing import Literal
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from emplifai.provenance import json_digest
+from emplifai.synth import stages as S
+from emplifai.synth.targeting import EmotionPlan
+
+if TYPE_CHECKING:
+    from emplifai.llm.base import LLM
 
 
 class FilterConfig(BaseModel):
@@ -62,3 +71,34 @@ class SynthConfig(BaseModel):
     max_tokens: TokenLimits = Field(default_factory=lambda: TokenLimits())
     concurrency: int = Field(4, ge=1, le=256)
     filters: FilterConfig = Field(default_factory=FilterConfig)
+
+
+@dataclass
+class RunReport:
+    run_id: int
+    key: str
+    plans: list[EmotionPlan]  # the first round's plan
+    rounds: int = 0
+    calls: int = 0
+    llm_seconds: float = 0.0
+    seconds: float = 0.0
+    counts: Counter[str] = field(default_factory=Counter)  # accepted_situations, accepted_dialogues, rejected, ...
+    reasons: Counter[str] = field(default_factory=Counter)  # filter name (or stage) -> rejected candidates
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "key": self.key, "rounds": self.rounds, "calls": self.calls,
+                "llm_seconds": round(self.llm_seconds, 3), "seconds": round(self.seconds, 3),
+                "counts": dict(self.counts), "reasons": dict(self.reasons)}
+
+
+def prompt_style(llm: LLM, cfg: SynthConfig) -> str:
+    if cfg.prompt_style != "auto":
+        return cfg.prompt_style
+    return "completion" if llm.instruction_tuned is False else "chat"
+
+
+def run_key(model: str, cfg: SynthConfig, style: str = "chat") -> str:
+    payload = {"model": model, "seed": cfg.seed, "prompt_version": S.PROMPT_VERSION}
+    if style != "chat":  # chat keys stay what they were before completion prompts existed
+        payload["prompt_style"] = style
+    return json_digest(payload, 12)

@@ -12,19 +12,19 @@ different model or seed starts its own.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import threading
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 
 from emplifai import taxonomy
+from emplifai.llm.base import LLM, Completion, GenParams, LLMFailure
+from emplifai.predict import prompt as predictor
+from emplifai.prompts.generation import STOP
 from emplifai.records import Kind, Source, Status
 from emplifai.store.models import Dialogue, Situation, utcnow
 from emplifai.store.repo import LIVE, iter_records
@@ -32,45 +32,14 @@ from emplifai.store.synth import State, SynthCandidate, SynthRun
 
 from . import filters as F
 from . import stages as S
-from .config import SynthConfig
+from .checks import emotion_agreement, safety_prompts, safety_verdict
+from .config import RunReport, SynthConfig, prompt_style, run_key
 from .targeting import EmotionPlan, plan
 
 if TYPE_CHECKING:
-    from emplifai.llm.base import LLM, Completion, LLMFailure
     from emplifai.store.db import Store
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
-
-
-@dataclass
-class RunReport:
-    run_id: int
-    key: str
-    plans: list[EmotionPlan]  # the first round's plan
-    rounds: int = 0
-    calls: int = 0
-    llm_seconds: float = 0.0
-    seconds: float = 0.0
-    counts: Counter[str] = field(default_factory=Counter)  # accepted_situations, accepted_dialogues, rejected, ...
-    reasons: Counter[str] = field(default_factory=Counter)  # filter name (or stage) -> rejected candidates
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"run_id": self.run_id, "key": self.key, "rounds": self.rounds, "calls": self.calls,
-                "llm_seconds": round(self.llm_seconds, 3), "seconds": round(self.seconds, 3),
-                "counts": dict(self.counts), "reasons": dict(self.reasons)}
-
-
-def prompt_style(llm: LLM, cfg: SynthConfig) -> str:
-    if cfg.prompt_style != "auto":
-        return cfg.prompt_style
-    return "completion" if llm.instruction_tuned is False else "chat"
-
-
-def run_key(model: str, cfg: SynthConfig, style: str = "chat") -> str:
-    payload = {"model": model, "seed": cfg.seed, "prompt_version": S.PROMPT_VERSION}
-    if style != "chat":  # chat keys stay what they were before completion prompts existed
-        payload["prompt_style"] = style
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 
 class Synthesizer:
@@ -192,8 +161,6 @@ class Synthesizer:
                                      s.execute(select(Dialogue.id, Dialogue.patient, Dialogue.supporter))])
 
     def _params(self, stage: str, rnd: int, *, stop: tuple[str, ...] = ()) -> Any:
-        from emplifai.llm.base import GenParams
-
         return GenParams(max_tokens=getattr(self.cfg.max_tokens, stage), temperature=self.cfg.temperature,
                          top_p=self.cfg.top_p, seed=self.cfg.seed + rnd, stop=stop)
 
@@ -263,7 +230,7 @@ class Synthesizer:
             emotion, wants, cond, stage, prompt = calls[i]
             info = {"prompt": prompt.digest, "fewshot": prompt.fewshot, "condition": cond, "stage": stage}
             with self.store.transaction() as s:
-                if isinstance(result, _failure_type()):
+                if isinstance(result, LLMFailure):
                     self._add_dead(s, emotion, State.FAILED, f"brainstorm call failed: {result.reason}",
                                    {"brainstorm": info | {"raw": result.raw}})
                     return
@@ -320,7 +287,7 @@ class Synthesizer:
         """Write call i's output (raw text, or the failure and its raw text) into its candidate as it arrives."""
 
         def save(i: int, result: Completion | LLMFailure) -> None:
-            if isinstance(result, _failure_type()):
+            if isinstance(result, LLMFailure):
                 out = {"raw": result.raw, "failure": result.reason}
             else:
                 out = {"raw": result.text, "finish_reason": result.finish_reason}
@@ -394,8 +361,6 @@ class Synthesizer:
             if p.prefix:  # the completion prompt wrote the answer's start; parsing puts it back
                 infos[-1]["prefix"] = p.prefix
         save = self._saver("dialogue", [c.id for c in need], infos)
-        from emplifai.prompts.generation import STOP
-
         stop = (*STOP, "\n\n", "\n感情：", "\n状況：") if self.completion else STOP
         self._call("dialogue", prompts, self._params("dialogue", rnd, stop=stop), save=save)
 
@@ -438,48 +403,19 @@ class Synthesizer:
         if not fc.enabled or not items:
             return out
         if fc.llm_safety:
-            from emplifai.prompts import render
-            from emplifai.prompts.generation import format_dialogue
-
-            prompts = [S.Prompt([{"role": "user", "content": render(
-                "synth_safety.j2", situation=sit, dialogue=format_dialogue(p.patient, p.supporter))}], [])
-                for _, sit, _, p in items]
+            prompts = safety_prompts(items)
             params = self._params("safety", 0).model_copy(update={"temperature": 0.0})
             for (cid, *_), res in zip(items, self._call("safety", prompts, params, self.check_llm), strict=True):
-                if isinstance(res, _failure_type()):
-                    out[cid].append(F.FilterResult("llm_safety", False, f"safety call failed: {res.reason}"))
-                else:
-                    out[cid].append(F.read_safety_verdict(res.text))
+                out[cid].append(safety_verdict(res))
         if fc.emotion_agreement:
-            for cid, res in zip([i[0] for i in items], self._agreement(items), strict=True):
+            t = time.perf_counter()
+            ranked = (predictor.choose_examples(self._pool_records(), self.cfg.seed)
+                      if fc.agreement_shots else [])
+            verdicts = emotion_agreement(self.check_llm, items, ranked, fc, self.progress)
+            self.report.llm_seconds += time.perf_counter() - t
+            for cid, res in zip([i[0] for i in items], verdicts, strict=True):
                 out[cid].append(res)
         return out
-
-    def _agreement(self, items: list[tuple[str, str, str, Any]]) -> list[F.FilterResult]:
-        """The taxonomy-validation predictor (score mode) must rank the target emotion in its top k."""
-        from emplifai.predict import prompt as predictor
-
-        fc = self.cfg.filters
-        ranked = predictor.choose_examples(self._pool_records(), self.cfg.seed) if fc.agreement_shots else []
-        results = []
-        t = time.perf_counter()
-        for done, (_cid, sit, emotion, p) in enumerate(items, 1):
-            prompt = predictor.build_prompt(sit, p.patient, p.supporter, ranked[: fc.agreement_shots])
-            try:
-                res = predictor.score_item(self.check_llm, prompt)
-            except Exception as exc:  # one failing item must not sink the run; the reason is kept
-                results.append(F.FilterResult("emotion_agreement", False, f"predictor failed: {exc}"))
-                continue
-            if res.predicted is None or not res.top3:
-                results.append(F.FilterResult("emotion_agreement", False, f"predictor gave no label: {res.reason}"))
-                continue
-            dist = (res.distribution or {}).get("prob", {})
-            order = sorted(dist, key=lambda k: -dist[k]) if dist else res.top3
-            results.append(F.agreement(emotion, order, fc.agreement_top_k, dist.get(emotion)))
-            if self.progress is not None:
-                self.progress("agreement", done, len(items))
-        self.report.llm_seconds += time.perf_counter() - t
-        return results
 
     def _pool_records(self) -> list[Any]:
         return [r for rs in self.pool.by_emotion.values() for r in rs]
@@ -555,8 +491,3 @@ class Synthesizer:
             prov["check_model"] = self.check_model
         return prov
 
-
-def _failure_type() -> type:
-    from emplifai.llm.base import LLMFailure
-
-    return LLMFailure
