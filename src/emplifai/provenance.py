@@ -53,6 +53,14 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     return _FILE_HASHES[key]
 
 
+def path_digest(path: Path, length: int = 16) -> str:
+    """A short id of a file's or a folder's content (its files' bytes in path order)."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]:
+        h.update(f.read_bytes())
+    return h.hexdigest()[:length]
+
+
 def file_sha256_remembered(path: Path) -> str:
     """:func:`file_sha256`, remembered across processes too, for weight files hashed at every start."""
     real = path.resolve()

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 import statistics
-import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from typing import Any
 
 from emplifai import taxonomy
+from emplifai.dataset import dedup
 from emplifai.records import Record
-
-NEAR_DUP_THRESHOLD = 0.8  # Jaccard over character 3-grams of patient + supporter
 
 
 def _summary(values: list[int]) -> dict[str, float]:
@@ -31,31 +28,6 @@ def normalised_entropy(counts: Iterable[int], k: int = len(taxonomy.LABELS)) -> 
         return 0.0
     h = -sum(c / total * math.log(c / total) for c in counts)
     return round(max(h, 0.0) / math.log(k), 4)
-
-
-def _norm_text(rec: Record) -> str:
-    return "".join(unicodedata.normalize("NFKC", rec.patient + "\n" + rec.supporter).split())
-
-
-def near_duplicates(texts: list[str], threshold: float = NEAR_DUP_THRESHOLD) -> int:
-    """Dialogues that have at least one other dialogue at or above the threshold.
-
-    MinHash LSH finds candidates at a looser threshold (LSH banding misses pairs near its threshold); each
-    candidate is then checked against the real threshold with the MinHash Jaccard estimate.
-    """
-    from datasketch import MinHash, MinHashLSH
-
-    lsh = MinHashLSH(threshold=max(0.5, threshold - 0.2), num_perm=128)
-    hashes = []
-    for i, t in enumerate(texts):
-        m = MinHash(num_perm=128, seed=1)
-        m.update_batch([t[j : j + 3].encode() for j in range(max(len(t) - 2, 1))])
-        lsh.insert(str(i), m)
-        hashes.append(m)
-    return sum(
-        1 for i, m in enumerate(hashes)
-        if any(k != str(i) and hashes[int(k)].jaccard(m) >= threshold for k in lsh.query(m))
-    )
 
 
 def compute(records: Iterable[Record], near: bool = True) -> dict[str, Any]:
@@ -79,8 +51,8 @@ def compute(records: Iterable[Record], near: bool = True) -> dict[str, Any]:
             lengths["situation"].append(len(r.situation))
         lengths["patient"].append(len(r.patient))
         lengths["supporter"].append(len(r.supporter))
-        t = _norm_text(r)
-        exact[hashlib.sha1(t.encode()).hexdigest()] += 1
+        t = dedup.normalise(r.patient + "\n" + r.supporter)
+        exact[dedup.exact_key(t)] += 1
         if near:
             texts.append(t)
     emotions = {
@@ -104,8 +76,8 @@ def compute(records: Iterable[Record], near: bool = True) -> dict[str, Any]:
         },
         "duplicates": {
             "exact": sum(c - 1 for c in exact.values() if c > 1),
-            "near": near_duplicates(texts) if near else None,
-            "near_threshold": NEAR_DUP_THRESHOLD if near else None,
+            "near": dedup.near_duplicates(texts) if near else None,
+            "near_threshold": dedup.NEAR_THRESHOLD if near else None,
         },
         "status": dict(sorted(status.items())),
         "source": dict(sorted(source.items())),

@@ -7,13 +7,13 @@ order) is stored under a name, so reruns and other machines reuse exactly the sa
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from emplifai.errors import UserError
+from emplifai.provenance import text_digest
 from emplifai.store.db import Store
 from emplifai.store.evaluation import EvalSample, EvalSampleItem, Generation
 from emplifai.store.models import Dialogue, Situation
@@ -58,7 +58,7 @@ def make_sample(store: Store, *, n: int = 100, seed: int = 42, name: str = "defa
     with store.transaction() as s:
         pop = population(s)
         items = draw(pop, n, seed, stratify)
-        digest = hashlib.sha256("\n".join(f"{a}\t{b}" for a, b in pop).encode()).hexdigest()
+        digest = text_digest("\n".join(f"{a}\t{b}" for a, b in pop))
         old = s.get(EvalSample, name)
         if old is not None:
             same = [(i.situation_id, i.emotion) for i in old.items] == items

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from emplifai.errors import UserError
 from emplifai.llm import embedded
 from emplifai.metrics.cache import SCORER_VERSION, PairCache
-from emplifai.provenance import dist_version, file_sha256_remembered
+from emplifai.provenance import dist_version, file_sha256, file_sha256_remembered
 
 DEFAULT_LAYER = 9
 
@@ -172,7 +172,7 @@ def _folder_fingerprint(folder: Path) -> str:
         if f.suffix in (".safetensors", ".bin", ".pt", ".h5", ".msgpack"):
             h = info.get("weights", {}).get(f.name) or file_sha256_remembered(f)
         else:
-            h = hashlib.sha256(f.read_bytes()).hexdigest()
+            h = file_sha256(f)
         digest.update(f"{f.name}:{h}\n".encode())
     return digest.hexdigest()
 

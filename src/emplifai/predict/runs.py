@@ -17,8 +17,6 @@ rerunning the same command after Ctrl-C or a kill resumes: finished items are sk
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -26,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
+from emplifai.provenance import json_digest
 from emplifai.records import Record
 from emplifai.store.predict import Prediction, PredStatus
 from emplifai.store.repo import require_manifest
@@ -81,7 +80,7 @@ def run_id(model: str, signature: dict[str, Any], cfg: PredictConfig, manifest_i
         "model": model, "llm": signature, "config": cfg.model_dump(), "prompt_version": PROMPT_VERSION,
         "manifest": [manifest_id, manifest_hash], "split": split,
     }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:24]
+    return json_digest(payload, 24)
 
 
 def select_items(store: Store, split: str, limit: int | None) -> tuple[list[Record], list[Record], int, str]:

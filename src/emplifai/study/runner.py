@@ -8,7 +8,6 @@ model, and a stage interrupted half-way resumes item by item (every stage stores
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 import tomllib
@@ -21,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from emplifai import __version__
 from emplifai.errors import UserError
+from emplifai.provenance import json_digest, path_digest
 
 STAGES = ("validate", "split", "predict", "finetune", "sample", "generate", "judge", "agree", "report")
 
@@ -121,15 +121,7 @@ def load_config(path: Path) -> RunConfig:
 
 
 def _digest(*parts: Any) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for f in files:
-        h.update(f.read_bytes())
-    return h.hexdigest()[:16]
+    return json_digest(list(parts), 16)
 
 
 class State:
@@ -209,9 +201,9 @@ class Study:
 
     def _inputs(self, stage: str) -> Any:
         if stage == "validate":
-            return _file_digest(self._dataset_path())
+            return path_digest(self._dataset_path())
         if stage == "agree":
-            return [_file_digest(Path(p)) for p in self.cfg.agree.ratings if Path(p).exists()]
+            return [path_digest(Path(p)) for p in self.cfg.agree.ratings if Path(p).exists()]
         return None
 
     def _dataset_path(self) -> Path:

@@ -9,13 +9,13 @@ check and emotion agreement through the taxonomy-validation predictor.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from emplifai.dataset.dedup import DuplicateIndex
 from emplifai.prompts.generation import japanese_share
 
 from .config import FilterConfig
@@ -56,76 +56,16 @@ def length(texts: Mapping[str, str], bounds: Mapping[str, tuple[int, int]]) -> F
 
 
 # ------------------------------------------------------------------------------------------ duplicates
-def normalise(text: str) -> str:
-    return "".join(unicodedata.normalize("NFKC", text).split())
-
-
-def shingles(text: str, n: int = 3) -> list[bytes]:
-    return [text[i : i + n].encode() for i in range(max(len(text) - n + 1, 1))]
-
-
-class DedupIndex:
-    """Exact (normalised text hash) and near (MinHash LSH over character 3-grams, Jaccard checked against the
-    threshold) duplicate lookup. The same shingling as ``emplifai.dataset.stats`` so the numbers agree."""
-
-    def __init__(self, threshold: float, num_perm: int = 128):
-        from datasketch import MinHashLSH
-
-        self.threshold, self.num_perm = threshold, num_perm
-        # LSH banding misses pairs near its threshold: query looser, then check the estimate exactly
-        self.lsh = MinHashLSH(threshold=max(0.3, threshold - 0.2), num_perm=num_perm)
-        self.exact: dict[str, str] = {}
-        self.hashes: dict[str, Any] = {}
-
-    def _minhash(self, text: str) -> Any:
-        from datasketch import MinHash
-
-        m = MinHash(num_perm=self.num_perm, seed=1)
-        m.update_batch(shingles(text))
-        return m
-
-    def __len__(self) -> int:
-        return len(self.exact)
-
-    def add(self, key: str, text: str) -> None:
-        t = normalise(text)
-        h = hashlib.sha1(t.encode()).hexdigest()
-        self.exact.setdefault(h, key)
-        if key not in self.hashes:
-            m = self._minhash(t)
-            self.hashes[key] = m
-            self.lsh.insert(key, m)
-
-    def add_many(self, items: list[tuple[str, str]]) -> None:
-        """Bulk insert (the store at start-up): MinHash.bulk hashes all texts in one vectorised pass."""
-        from datasketch import MinHash
-
-        new = []
-        for key, text in items:
-            t = normalise(text)
-            self.exact.setdefault(hashlib.sha1(t.encode()).hexdigest(), key)
-            if key not in self.hashes:
-                new.append((key, shingles(t)))
-        for (key, _), m in zip(new, MinHash.bulk([sh for _, sh in new], num_perm=self.num_perm, seed=1), strict=True):
-            self.hashes[key] = m
-        with self.lsh.insertion_session() as session:
-            for key, _ in new:
-                session.insert(key, self.hashes[key])
+class DedupIndex(DuplicateIndex):
+    """The dataset's duplicate index (:mod:`emplifai.dataset.dedup`), answering as a filter."""
 
     def check(self, text: str, name: str = "duplicate") -> FilterResult:
-        t = normalise(text)
-        hit = self.exact.get(hashlib.sha1(t.encode()).hexdigest())
-        if hit is not None:
-            return FilterResult(name, False, f"exact duplicate of {hit}", 1.0)
-        m = self._minhash(t)
-        best, best_key = 0.0, None
-        for key in self.lsh.query(m):
-            j = self.hashes[key].jaccard(m)
-            if j > best:
-                best, best_key = j, key
-        if best >= self.threshold:
-            return FilterResult(name, False, f"near duplicate of {best_key} (Jaccard {best:.2f} ≥ {self.threshold})",
-                                round(best, 3))
+        match, best = self.best(text)
+        if match is not None and match.exact:
+            return FilterResult(name, False, f"exact duplicate of {match.key}", 1.0)
+        if match is not None:
+            return FilterResult(name, False, f"near duplicate of {match.key} (Jaccard {match.jaccard:.2f} ≥ "
+                                f"{self.threshold})", round(match.jaccard, 3))
         return FilterResult(name, True, score=round(best, 3))
 
 

@@ -13,7 +13,6 @@ never learns from its own output), chosen by a seeded RNG per candidate so rerun
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import re
@@ -25,6 +24,7 @@ from dataclasses import dataclass
 from emplifai import taxonomy
 from emplifai.prompts import generation as gen
 from emplifai.prompts import render
+from emplifai.provenance import text_digest
 from emplifai.records import Record
 
 PROMPT_VERSION = f"synth-v1+{gen.PROMPT_VERSION}"
@@ -55,7 +55,7 @@ class Prompt:
     @property
     def digest(self) -> str:
         payload = self.messages if self.text is None else self.text
-        return hashlib.sha256(json.dumps(payload, ensure_ascii=False).encode()).hexdigest()[:16]
+        return text_digest(json.dumps(payload, ensure_ascii=False))[:16]
 
 
 def completion(template: str, fewshot: list[str], *, prefix: str = "", **variables: object) -> Prompt:
