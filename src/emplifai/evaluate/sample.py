@@ -8,12 +8,14 @@ order) is stored under a name, so reruns and other machines reuse exactly the sa
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from emplifai.errors import UserError
 from emplifai.provenance import text_digest
+from emplifai.store import repo
 from emplifai.store.db import Store
 from emplifai.store.evaluation import EvalSample, EvalSampleItem, Generation
 from emplifai.store.models import Dialogue, Situation
@@ -28,8 +30,9 @@ class SampleResult:
     emotions: int
 
 
-def population(s: Session) -> list[tuple[str, str]]:
-    """(situation id, emotion) of every situation with at least one live dialogue, sorted by id."""
+def population(s: Session, split: str | None = None) -> list[tuple[str, str]]:
+    """(situation id, emotion) of every situation with at least one live dialogue, sorted by id; only those of
+    one split of the stored manifest when ``split`` is given."""
     q = (
         select(Situation.id, Situation.emotion)
         .join(Dialogue, Dialogue.situation_id == Situation.id)
@@ -37,7 +40,11 @@ def population(s: Session) -> list[tuple[str, str]]:
         .group_by(Situation.id, Situation.emotion)
         .order_by(Situation.id)
     )
-    return [(a, b) for a, b in s.execute(q)]
+    rows = [(a, b) for a, b in s.execute(q)]
+    if split is None:
+        return rows
+    members = repo.split_of(s, repo.require_manifest(s))
+    return [(a, b) for a, b in rows if members.get(a) == split]
 
 
 def draw(pop: list[tuple[str, str]], n: int, seed: int, stratify: bool = False) -> list[tuple[str, str]]:
@@ -52,11 +59,14 @@ def draw(pop: list[tuple[str, str]], n: int, seed: int, stratify: bool = False) 
 
 
 def make_sample(store: Store, *, n: int = 100, seed: int = 42, name: str = "default", stratify: bool = False,
-                replace: bool = False) -> SampleResult:
+                replace: bool = False, split: str | None = None, meta: dict[str, Any] | None = None
+                ) -> SampleResult:
+    """Draw and store the sample ``name`` (the same draw again is a no-op). ``split`` restricts the population
+    to one split of the stored manifest (the before/after comparison draws from the test split)."""
     import sklearn
 
     with store.transaction() as s:
-        pop = population(s)
+        pop = population(s, split)
         items = draw(pop, n, seed, stratify)
         digest = text_digest("\n".join(f"{a}\t{b}" for a, b in pop))
         old = s.get(EvalSample, name)
@@ -77,7 +87,8 @@ def make_sample(store: Store, *, n: int = 100, seed: int = 42, name: str = "defa
         sample = EvalSample(
             name=name, seed=seed, n=n,
             meta={"sklearn": sklearn.__version__, "method": "sklearn.utils.resample(replace=False)",
-                  "stratify": stratify, "population": len(pop), "population_sha256": digest},
+                  "stratify": stratify, "population": len(pop), "population_sha256": digest,
+                  **({"split": split} if split else {}), **(meta or {})},
         )
         sample.items = [EvalSampleItem(position=i, situation_id=sid, emotion=emo) for i, (sid, emo) in enumerate(items)]
         s.add(sample)

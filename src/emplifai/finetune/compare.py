@@ -23,7 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from emplifai.errors import UserError
+from emplifai.evaluate.sample import make_sample, population
 from emplifai.formatting import delta, num, pct
+from emplifai.store import repo
+from emplifai.store.db import Store
 
 COMPARE_VERSION = "compare-v1"
 
@@ -36,35 +39,17 @@ class CompareResult:
     json_path: Path
 
 
-def ensure_test_sample(store: Any, n: int, seed: int) -> tuple[str, int]:
+def ensure_test_sample(store: Store, n: int, seed: int) -> tuple[str, int]:
     """A seeded sample of test-split situations for generation (created once, reused on rerun)."""
-    from sqlalchemy import select
-
-    from emplifai.evaluate.sample import draw
-    from emplifai.store import repo
-    from emplifai.store.evaluation import EvalSample, EvalSampleItem
-    from emplifai.store.models import Situation
-
-    with store.transaction() as s:
+    with store.open_session() as s:
         manifest = repo.require_manifest(s)
-        test_ids = {sid for sid, split in repo.split_of(s, manifest).items() if split == "test"}
-        live = {r.situation_id for r in repo.iter_records(s, split="test", manifest=manifest)}
-        rows = s.execute(select(Situation.id, Situation.emotion).where(Situation.id.in_(sorted(test_ids & live))))
-        pop = sorted((a, b) for a, b in rows)
-        if not pop:
-            raise UserError("the test split has no live situations: nothing to compare on")
-        n_used = min(n, len(pop))
-        name = f"cmp-m{manifest.id}-n{n_used}-s{seed}"
-        items = draw(pop, n_used, seed)
-        old = s.get(EvalSample, name)
-        if old is not None:
-            if [(i.situation_id, i.emotion) for i in old.items] != items:
-                raise UserError(f"sample {name!r} exists with other items; the test split changed")
-            return name, n_used
-        sample = EvalSample(name=name, seed=seed, n=n_used, meta={"population": len(pop), "split": "test",
-                                                                   "manifest_id": manifest.id, "by": COMPARE_VERSION})
-        sample.items = [EvalSampleItem(position=i, situation_id=a, emotion=b) for i, (a, b) in enumerate(items)]
-        s.add(sample)
+        available = len(population(s, "test"))
+    if not available:
+        raise UserError("the test split has no live situations: nothing to compare on")
+    n_used = min(n, available)
+    name = f"cmp-m{manifest.id}-n{n_used}-s{seed}"
+    make_sample(store, n=n_used, seed=seed, name=name, split="test",
+                meta={"manifest_id": manifest.id, "by": COMPARE_VERSION})
     return name, n_used
 
 
