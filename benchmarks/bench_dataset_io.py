@@ -38,9 +38,9 @@ print(json.dumps({"n": n, "seconds": dt, "per_s": n / dt,
 
 
 def make_file(path: Path, n: int) -> None:
-    from emplifai.dataset.ingest import sample_path
+    from emplifai.dataset.ingest import bundled_corpus_path
 
-    rows = [json.loads(x) for x in sample_path().read_text(encoding="utf-8").splitlines()]
+    rows = [json.loads(x) for x in bundled_corpus_path().read_text(encoding="utf-8").splitlines()]
     with path.open("w", encoding="utf-8") as fh:
         for i in range(n):
             r = dict(rows[i % len(rows)])

@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from emplifai.dataset.ingest import import_file, sample_path
+from emplifai.dataset.ingest import bundled_corpus_path, import_file
 from emplifai.evaluate.generate import add_human
 from emplifai.evaluate.judge import JudgeConfig, judge
 from emplifai.evaluate.rubrics import METRICS
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(f"sqlite:///{Path(tmp) / 'bench.db'}")
-        import_file(store, sample_path())
+        import_file(store, bundled_corpus_path())
         make_sample(store, n=max(args.items, 10), seed=42)
         add_human(store)
         server_runs = []

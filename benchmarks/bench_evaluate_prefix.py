@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from emplifai.dataset.ingest import sample_path
+from emplifai.dataset.ingest import bundled_corpus_path
 from emplifai.evaluate.rubrics import METRICS
 from emplifai.llm import GenParams, embedded_model, load, render_gemma
 from emplifai.llm.base import to_messages
@@ -36,7 +36,7 @@ from emplifai.prompts import judge as jp
 
 
 def _items(n: int) -> list[dict]:
-    rows = [json.loads(line) for line in sample_path().open(encoding="utf-8")]
+    rows = [json.loads(line) for line in bundled_corpus_path().open(encoding="utf-8")]
     return rows[:: max(1, len(rows) // n)][:n]
 
 

@@ -57,13 +57,13 @@ class Recording:
 
 
 def throughput(spec: str, items: int, filters: bool, small: bool) -> dict[str, Any]:
-    from emplifai.dataset.ingest import import_file, sample_path
+    from emplifai.dataset.ingest import bundled_corpus_path, import_file
     from emplifai.store.db import Store
     from emplifai.synth import FilterConfig, SynthConfig, Synthesizer, TokenLimits
 
     tmp = Path(tempfile.mkdtemp())
     store = Store(f"sqlite:///{tmp / 'b.db'}")
-    import_file(store, sample_path())  # the full sample (840 dialogues): realistic duplicate indexes
+    import_file(store, bundled_corpus_path())  # the full sample (840 dialogues): realistic duplicate indexes
     limits = TokenLimits(brainstorm=120, rewrite=100, dialogue=140) if small else TokenLimits()
     cfg = SynthConfig(
         emotions=("Grief",),
@@ -109,13 +109,14 @@ def throughput(spec: str, items: int, filters: bool, small: bool) -> dict[str, A
 
 
 def cases(model: str | None) -> dict[str, Any]:
-    from emplifai.dataset.ingest import sample_path
+    from emplifai.dataset.ingest import bundled_corpus_path
     from emplifai.records import Record
     from emplifai.synth.config import FilterConfig
     from emplifai.synth.evaluate import load_cases, metrics, screen
 
     keys = ("dialogue_id", "situation_id", "emotion", "situation", "patient", "supporter")
-    ref = [Record(**{k: r[k] for k in keys}) for r in map(json.loads, sample_path().read_text("utf-8").splitlines())]
+    rows = map(json.loads, bundled_corpus_path().read_text("utf-8").splitlines())
+    ref = [Record(**{k: r[k] for k in keys}) for r in rows]
     data = load_cases(ROOT / "tests" / "data" / "synth_filter_cases.jsonl")
     # written blind to the rules by someone who had not read filters.py (70 items, no wrong-emotion cases)
     holdout = load_cases(ROOT / "tests" / "data" / "synth_filter_holdout.jsonl")

@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from emplifai import taxonomy
 from emplifai.dataset import stats
-from emplifai.dataset.ingest import import_file, sample_path
+from emplifai.dataset.ingest import bundled_corpus_path, import_file
 from emplifai.dataset.splits import allocate, make_split
 from emplifai.errors import UserError
 from emplifai.records import Action, Status
@@ -20,7 +20,7 @@ from emplifai.store.repo import history, iter_records, modify_dialogue, require_
 
 @pytest.fixture
 def sample_store(store):
-    import_file(store, sample_path())
+    import_file(store, bundled_corpus_path())
     return store
 
 
@@ -125,7 +125,7 @@ def test_split_errors(store):
 
 
 def test_sample_corpus_shape_and_content():
-    rows = [json.loads(x) for x in sample_path().read_text(encoding="utf-8").splitlines()]
+    rows = [json.loads(x) for x in bundled_corpus_path().read_text(encoding="utf-8").splitlines()]
     assert len(rows) == 840
     sits = {}
     for r in rows:

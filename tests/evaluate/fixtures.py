@@ -55,7 +55,7 @@ def judge_answer(score: object, feedback: str = "根拠です。") -> str:
 
 def seeded_store(store: Store, n: int = 4, *, model: str | None = "fake:gen", malformed: int = 1) -> Store:
     """Bundled sample corpus + a sample of n + the human source (+ a fake model source, `malformed` bad outputs)."""
-    ingest.import_file(store, ingest.sample_path())
+    ingest.import_file(store, ingest.bundled_corpus_path())
     make_sample(store, n=n, seed=42)
     add_human(store)
     if model is not None:

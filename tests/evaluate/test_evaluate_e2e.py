@@ -20,7 +20,7 @@ from tests.evaluate.fixtures import count
 
 @pytest.mark.slow
 def test_sample_generate_judge_rate_agree_on_embedded_model(tmp_path: Path) -> None:
-    from emplifai.dataset.ingest import sample_path
+    from emplifai.dataset.ingest import bundled_corpus_path
 
     db = f"sqlite:///{tmp_path / 'e2e.db'}"
     runner = CliRunner()
@@ -30,7 +30,7 @@ def test_sample_generate_judge_rate_agree_on_embedded_model(tmp_path: Path) -> N
         assert r.exit_code == 0, (args, r.output)
         return r.output
 
-    ok("dataset", "import", str(sample_path()))
+    ok("dataset", "import", str(bundled_corpus_path()))
     ok("dataset", "split")
     assert "3 pairs" in ok("sample", "--n", "3", "--seed", "42")
     out = ok("generate", "--model", "embedded", "--max-tokens", "80")

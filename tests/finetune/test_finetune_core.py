@@ -140,7 +140,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[finetune.Finetune
     tmp = tmp_path_factory.mktemp("ft")
     url = f"sqlite:///{tmp / 'ft.db'}"
     store = Store(url)
-    import_file(store, __import__("emplifai.dataset.ingest", fromlist=["sample_path"]).sample_path())
+    import_file(store, __import__("emplifai.dataset.ingest", fromlist=["bundled_corpus_path"]).bundled_corpus_path())
     make_split(store, seed=42)
     store.dispose()
     result = finetune.run(finetune.load_config(None, TINY), tmp / "out", url, progress=False)

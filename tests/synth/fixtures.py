@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from emplifai.dataset.ingest import import_file, sample_path
+from emplifai.dataset.ingest import bundled_corpus_path, import_file
 from emplifai.llm.base import LLM, Completion, GenParams, LLMError, LLMFailure, MessagesLike, to_messages
 from emplifai.store.db import Store
 
@@ -114,7 +114,7 @@ EMOTIONS = ("Grief", "Relief", "Joy")
 
 def load_subset(store: Store, tmp: Path, drop: dict[str, int] | None = None) -> None:
     """Sample dialogues of three emotions; ``drop`` removes the last n dialogues of an emotion (imbalance)."""
-    rows = [json.loads(x) for x in sample_path().read_text("utf-8").splitlines()]
+    rows = [json.loads(x) for x in bundled_corpus_path().read_text("utf-8").splitlines()]
     rows = [r for r in rows if r["emotion"] in EMOTIONS]
     for emo, n in (drop or {}).items():
         ids = [r["dialogue_id"] for r in rows if r["emotion"] == emo][-n:]

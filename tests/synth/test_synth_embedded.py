@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from typer.testing import CliRunner
 
 from emplifai.cli import app
-from emplifai.dataset.ingest import import_file, sample_path
+from emplifai.dataset.ingest import bundled_corpus_path, import_file
 from emplifai.store.db import Store
 from emplifai.store.models import Dialogue, Situation
 from emplifai.store.synth import State, SynthCandidate
@@ -31,7 +31,7 @@ def sadness_dialogues(store: Store) -> int:
 
 @pytest.mark.slow
 def test_one_command_fills_an_emotions_deficit_with_the_embedded_model(sqlite_url: str, tmp_path: Path) -> None:
-    rows = [json.loads(x) for x in sample_path().read_text("utf-8").splitlines()]
+    rows = [json.loads(x) for x in bundled_corpus_path().read_text("utf-8").splitlines()]
     drop = {r["dialogue_id"] for r in rows if r["emotion"] == "Sadness"}
     drop = set(sorted(drop)[-2:])  # Sadness: 28 dialogues, every other emotion 30
     src = tmp_path / "sample-minus-2.jsonl"
@@ -77,7 +77,7 @@ def test_synth_through_a_real_openai_compatible_server(pg_url: str, tmp_path: Pa
     from emplifai.llm.local_server import llama_server
     from emplifai.llm.registry import embedded_model
 
-    rows = [json.loads(x) for x in sample_path().read_text("utf-8").splitlines()]
+    rows = [json.loads(x) for x in bundled_corpus_path().read_text("utf-8").splitlines()]
     src = tmp_path / "sadness.jsonl"
     src.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows if r["emotion"] == "Sadness"),
                    "utf-8")

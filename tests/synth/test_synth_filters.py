@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from emplifai.dataset.ingest import sample_path
+from emplifai.dataset.ingest import bundled_corpus_path
 from emplifai.records import Record
 from emplifai.synth import filters as F
 from emplifai.synth.config import FilterConfig
@@ -18,7 +18,8 @@ CASES = Path(__file__).parents[1] / "data" / "synth_filter_cases.jsonl"
 
 def sample_records() -> list[Record]:
     keys = ("dialogue_id", "situation_id", "emotion", "situation", "patient", "supporter")
-    return [Record(**{k: r[k] for k in keys}) for r in map(json.loads, sample_path().read_text("utf-8").splitlines())]
+    rows = map(json.loads, bundled_corpus_path().read_text("utf-8").splitlines())
+    return [Record(**{k: r[k] for k in keys}) for r in rows]
 
 
 def test_japanese_share_names_the_field() -> None:

@@ -10,7 +10,7 @@ from sqlalchemy import func, inspect, select
 from typer.testing import CliRunner
 
 from emplifai.cli import app
-from emplifai.dataset.ingest import sample_path
+from emplifai.dataset.ingest import bundled_corpus_path
 from emplifai.store.db import Store
 from emplifai.store.models import Dialogue, Situation
 from emplifai.store.synth import State, SynthCandidate, SynthRun
@@ -95,7 +95,7 @@ def test_rejected_candidates_are_kept_with_reasons_and_retried(store: Store, tmp
 
 def test_situation_filters_and_brainstorm_without_scenarios(store: Store, tmp_path: Path) -> None:
     load_subset(store, tmp_path, drop={"Joy": 1})
-    joy = [json.loads(x) for x in sample_path().read_text("utf-8").splitlines() if '"Joy"' in x]
+    joy = [json.loads(x) for x in bundled_corpus_path().read_text("utf-8").splitlines() if '"Joy"' in x]
     sample_sit = joy[0]["situation"]
 
     def bad(stage: str, prompt: str, n: int) -> str | None:

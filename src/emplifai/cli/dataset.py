@@ -24,10 +24,10 @@ from emplifai.store.repo import LIVE, iter_records
 app = typer.Typer(help="Load, check, describe, split and export a dialogue dataset.", no_args_is_help=True)
 
 
-def _source_path(path: Path | None, sample: bool) -> Path:
-    if sample == (path is not None):
-        raise UserError("give either a PATH or --sample")
-    src = ingest.sample_path() if sample else path
+def _source_path(path: Path | None, bundled: bool) -> Path:
+    if bundled == (path is not None):
+        raise UserError("give either a PATH or --bundled")
+    src = ingest.bundled_corpus_path() if bundled else path
     if not src.exists():  # type: ignore[union-attr]
         raise UserError(f"{src}: no such file or folder")
     return src  # type: ignore[return-value]
@@ -36,11 +36,11 @@ def _source_path(path: Path | None, sample: bool) -> Path:
 @app.command("import")
 def import_(
     path: Annotated[Path | None, typer.Argument(help="JSONL, CSV, Parquet file or a saved datasets folder.")] = None,
-    sample: Annotated[bool, typer.Option("--sample", help="Import the bundled sample corpus.")] = False,
+    bundled: Annotated[bool, typer.Option("--bundled", "--sample", help="Import the bundled corpus.")] = False,
     db: DbOpt = None,
 ) -> None:
     """Import a dataset: all rows or none, in one transaction; re-importing the same file changes nothing."""
-    src = _source_path(path, sample)
+    src = _source_path(path, bundled)
     store = open_store(db)
     with progress_bar(f"importing {src.name}", ingest.count_lines(src)) as advance:
         report = ingest.import_file(store, src, progress=advance)
@@ -53,12 +53,12 @@ def import_(
 @app.command()
 def validate(
     path: Annotated[Path | None, typer.Argument(help="File to check.")] = None,
-    sample: Annotated[bool, typer.Option("--sample")] = False,
+    bundled: Annotated[bool, typer.Option("--bundled", "--sample", help="Check the bundled corpus.")] = False,
     against_db: Annotated[bool, typer.Option("--against-db", help="Also check conflicts with the store.")] = False,
     db: DbOpt = None,
 ) -> None:
     """Report every problem of a file without touching the database."""
-    src = _source_path(path, sample)
+    src = _source_path(path, bundled)
     store = open_store(db) if against_db else None
     with progress_bar(f"checking {src.name}", ingest.count_lines(src)) as advance:
         report = ingest.validate_file(src, store, progress=advance)

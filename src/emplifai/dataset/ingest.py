@@ -25,8 +25,8 @@ MAX_PROBLEMS = 1000
 Progress = Callable[[int], None]
 
 
-def sample_path() -> Path:
-    """The sample corpus shipped inside the package (not clinical data; see its README)."""
+def bundled_corpus_path() -> Path:
+    """The bundled corpus shipped inside the package (written for this project, not clinical data; see its README)."""
     return Path(str(files("emplifai") / "data" / "sample" / "dialogues.jsonl"))
 
 

@@ -19,6 +19,7 @@ from sqlalchemy import select
 from emplifai import __version__
 from emplifai.errors import UserError
 from emplifai.evaluate.sample import require_sample
+from emplifai.llm.base import LLM
 from emplifai.prompts import generation as gen
 from emplifai.store.db import Store
 from emplifai.store.evaluation import HUMAN_SOURCE, EvalSampleItem, Generation
@@ -62,7 +63,7 @@ def _row(sample_name: str, situation_id: str, source: str, raw: str, signature: 
 def generate(
     store: Store, *, spec: str, sample_name: str = "default", label: str | None = None, lang: str = "ja",
     max_tokens: int = 256, temperature: float = 0.0, seed: int = 42, concurrency: int = 1,
-    progress: Callable[[int], None] | None = None, llm: Any = None,
+    progress: Callable[[int], None] | None = None, llm: LLM | None = None,
 ) -> GenerateReport:
     """Generate one dialogue per sampled item with the model ``spec`` (stored under ``label`` or the spec)."""
     from emplifai.evaluate.models import load_llm

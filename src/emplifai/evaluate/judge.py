@@ -21,12 +21,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy import delete, select
 
 from emplifai import __version__
 from emplifai.errors import UserError
 from emplifai.evaluate.rubrics import METRICS, check_metrics
 from emplifai.evaluate.sample import require_sample
+from emplifai.llm.base import LLM
 from emplifai.prompts import judge as jp
 from emplifai.store.db import Store
 from emplifai.store.evaluation import HUMAN_SOURCE, Generation, JudgeScore
@@ -37,8 +39,11 @@ RETRY_TEMPERATURE = 0.7
 STOP = ("}",)  # the answer is one flat JSON object: stop at its end, put the brace back before parsing
 
 
-@dataclass(frozen=True)
-class JudgeConfig:
+class JudgeConfig(BaseModel):
+    """Everything that decides a judge run's scores (recorded with every score through prompt_version/signature)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
     spec: str
     sample: str = "default"
     sources: tuple[str, ...] | None = None  # None = every source of the sample
@@ -146,7 +151,8 @@ def _existing(store: Store, cfg: JudgeConfig, gen_ids: list[int]) -> dict[tuple[
         return {(r.generation_id, r.metric, r.repeat): r for r in rows if r.id not in set(drop)}
 
 
-def judge(store: Store, cfg: JudgeConfig, *, progress: Callable[[int], None] | None = None, llm: Any = None,
+def judge(store: Store, cfg: JudgeConfig, *, progress: Callable[[int], None] | None = None,
+          llm: LLM | None = None,
           on_total: Callable[[int], None] | None = None) -> JudgeReport:
     from emplifai.evaluate.models import load_llm
 

@@ -53,7 +53,7 @@ def ensure_test_sample(store: Store, n: int, seed: int) -> tuple[str, int]:
     return name, n_used
 
 
-def _generation_stats(store: Any, sample: str, source: str) -> dict[str, Any]:
+def _generation_stats(store: Store, sample: str, source: str) -> dict[str, Any]:
     from sqlalchemy import select
 
     from emplifai.store.evaluation import Generation
@@ -77,7 +77,7 @@ def _generation_stats(store: Any, sample: str, source: str) -> dict[str, Any]:
         }
 
 
-def _judge_means(store: Any, judge_spec: str, sample: str, source: str, metrics: tuple[str, ...]) -> dict[str, Any]:
+def _judge_means(store: Store, judge_spec: str, sample: str, source: str, metrics: tuple[str, ...]) -> dict[str, Any]:
     from emplifai.evaluate.judge import item_scores
 
     scores = item_scores(store, judge_spec, sample, sources=[source])
@@ -88,7 +88,7 @@ def _judge_means(store: Any, judge_spec: str, sample: str, source: str, metrics:
     return out
 
 
-def _taxonomy(store: Any, spec: str, limit: int | None) -> dict[str, Any]:
+def _taxonomy(store: Store, spec: str, limit: int | None) -> dict[str, Any]:
     from emplifai.evaluate.models import load_llm
     from emplifai.predict.runs import PredictConfig, load_predictions, predict_split
 

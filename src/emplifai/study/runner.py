@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from emplifai import __version__
 from emplifai.errors import UserError
@@ -30,13 +30,20 @@ class _Section(BaseModel):
 
 
 class DatasetSection(_Section):
-    sample: bool = Field(True, description="Use the bundled sample corpus.")
+    # "bundled" (the corpus shipped with emplifai) is a different thing from [sample] (the 100-pair draw);
+    # configs written before the rename say `sample = true`, which is still read.
+    bundled: bool = Field(True, description="Use the bundled corpus.",
+                          validation_alias=AliasChoices("bundled", "sample"))
     path: str | None = Field(None, description="A JSONL/CSV/Parquet file or datasets folder instead.")
+
+    @property
+    def sample(self) -> bool:
+        return self.bundled
 
     @model_validator(mode="after")
     def _one_source(self) -> DatasetSection:
-        if self.sample == (self.path is not None):
-            raise ValueError("set either sample = true or path = FILE, not both")
+        if self.bundled == (self.path is not None):
+            raise ValueError("set either bundled = true or path = FILE, not both")
         return self
 
 
@@ -207,9 +214,9 @@ class Study:
         return None
 
     def _dataset_path(self) -> Path:
-        from emplifai.dataset.ingest import sample_path
+        from emplifai.dataset.ingest import bundled_corpus_path
 
-        return sample_path() if self.cfg.dataset.sample else Path(self.cfg.dataset.path)  # type: ignore[arg-type]
+        return bundled_corpus_path() if self.cfg.dataset.bundled else Path(self.cfg.dataset.path)  # type: ignore[arg-type]
 
     def _use_finetuned(self, spec: str | None) -> None:
         if spec and spec not in self.extra_models:
