@@ -197,8 +197,8 @@ def test_rerun_resumes_and_repeats_are_stored(store, tmp_path: Path) -> None:
 
 
 def test_load_llm_maps_bad_spec_to_user_error() -> None:
-    from emplifai.evaluate.models import load_llm
+    from emplifai.llm import registry
 
     with pytest.raises(UserError, match="cannot load model 'nonsense:x'"):
-        load_llm("nonsense:x")
-    assert isinstance(load_llm("fake:x"), FakeLLM)
+        registry.load_model("nonsense:x")
+    assert isinstance(registry.load_model("fake:x"), FakeLLM)

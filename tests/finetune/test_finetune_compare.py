@@ -16,8 +16,8 @@ from emplifai import taxonomy
 from emplifai.dataset.ingest import import_file
 from emplifai.dataset.splits import make_split
 from emplifai.errors import UserError
-from emplifai.evaluate import models as evalllm
 from emplifai.finetune import compare
+from emplifai.llm import registry
 from emplifai.llm.base import LLM, Completion, GenParams, MessagesLike, to_messages
 from emplifai.store.db import Store
 from tests.helpers import record, write_jsonl
@@ -51,7 +51,7 @@ class _Scripted(LLM):
 
 @pytest.fixture
 def scripted(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(evalllm, "load_llm", lambda spec: _Scripted(spec))
+    monkeypatch.setattr(registry, "load_model", lambda spec: _Scripted(spec))
 
 
 def test_compare_table_shows_format_adherence(store: Store, db_url: str, tmp_path: Path, scripted: None) -> None:

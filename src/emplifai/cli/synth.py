@@ -53,7 +53,7 @@ def synth(
     survivors as synthetic items pending review (rejected ones are kept with their reasons)."""
     from pydantic import ValidationError
 
-    from emplifai.llm import load as load_model
+    from emplifai.llm.registry import load_model
     from emplifai.store.db import open_store
     from emplifai.synth import FilterConfig, SynthConfig, Synthesizer
 

@@ -66,7 +66,7 @@ def generate(
     progress: Callable[[int], None] | None = None, llm: LLM | None = None,
 ) -> GenerateReport:
     """Generate one dialogue per sampled item with the model ``spec`` (stored under ``label`` or the spec)."""
-    from emplifai.evaluate.models import load_llm
+    from emplifai.llm import registry
     from emplifai.llm.base import GenParams, LLMFailure
 
     source = label or spec
@@ -76,7 +76,7 @@ def generate(
     report = GenerateReport(source=source, skipped=done)
     if not todo:
         return report
-    model = llm or load_llm(spec)
+    model = llm or registry.load_model(spec)
     params = GenParams(max_tokens=max_tokens, temperature=temperature, seed=seed, stop=gen.STOP)
     signature = {"spec": spec, "llm": model.signature(), "params": params.model_dump(mode="json"), "lang": lang,
                  "prompt_version": gen.PROMPT_VERSION, "emplifai": __version__}

@@ -154,7 +154,7 @@ def _existing(store: Store, cfg: JudgeConfig, gen_ids: list[int]) -> dict[tuple[
 def judge(store: Store, cfg: JudgeConfig, *, progress: Callable[[int], None] | None = None,
           llm: LLM | None = None,
           on_total: Callable[[int], None] | None = None) -> JudgeReport:
-    from emplifai.evaluate.models import load_llm
+    from emplifai.llm import registry
 
     check_metrics(cfg.metrics)
     if cfg.layout not in jp.LAYOUTS:
@@ -162,7 +162,7 @@ def judge(store: Store, cfg: JudgeConfig, *, progress: Callable[[int], None] | N
     if cfg.repeats < 1 or cfg.retries < 0:
         raise UserError("--repeats must be ≥ 1 and --retries ≥ 0")
     rows = _generations(store, cfg)
-    model = llm or load_llm(cfg.spec)
+    model = llm or registry.load_model(cfg.spec)
     try:
         judge_sig = model.signature()
         check_blind(cfg.spec, {"llm": judge_sig}, [g for g, _ in rows], cfg.allow_self)

@@ -89,11 +89,11 @@ def _judge_means(store: Store, judge_spec: str, sample: str, source: str, metric
 
 
 def _taxonomy(store: Store, spec: str, limit: int | None) -> dict[str, Any]:
-    from emplifai.evaluate.models import load_llm
+    from emplifai.llm import registry
     from emplifai.predict.runs import PredictConfig, load_predictions, predict_split
 
     cfg = PredictConfig()
-    with load_llm(spec) as llm:
+    with registry.load_model(spec) as llm:
         summary = predict_split(store, llm, spec, cfg, split="test", limit=limit)
         sig = llm.signature()
     rows = load_predictions(store, summary.run_id)
@@ -117,8 +117,8 @@ def run(*, before: str, after: str, out: str | os.PathLike[str] = "compare", n: 
     from emplifai.evaluate.generate import generate
     from emplifai.evaluate.judge import JudgeConfig
     from emplifai.evaluate.judge import judge as run_judge
-    from emplifai.evaluate.models import load_llm
     from emplifai.evaluate.rubrics import METRICS, check_metrics
+    from emplifai.llm import registry
     from emplifai.prompts.generation import PROMPT_VERSION
     from emplifai.store.db import open_store
 
@@ -127,7 +127,7 @@ def run(*, before: str, after: str, out: str | os.PathLike[str] = "compare", n: 
     metrics = tuple(metrics or METRICS)
     check_metrics(metrics, what="judge metric")
     for spec in (before, after):  # a bad spec or a missing adapter fails before any work
-        load_llm(spec).close()
+        registry.load_model(spec).close()
     judge_spec = judge or before
     out = Path(out)
     store = open_store(db)

@@ -32,7 +32,7 @@ from .cache import CachedLLM
 from .chat_template import END_OF_TURN, render_gemma
 from .embedded import embedded_hf_dir, embedded_model
 from .fake import FakeLLM
-from .registry import SPEC_FORMS, Spec, load, parse_spec
+from .registry import SPEC_FORMS, Spec, load, load_model, parse_spec
 
 __all__ = [
     "END_OF_TURN",
@@ -53,6 +53,7 @@ __all__ = [
     "embedded_hf_dir",
     "embedded_model",
     "load",
+    "load_model",
     "parse_spec",
     "render_gemma",
 ]

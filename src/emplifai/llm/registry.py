@@ -22,7 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .base import LLM, BadSpecError
+from emplifai.errors import UserError
+
+from .base import LLM, BadSpecError, LLMError
 from .embedded import embedded_model
 from .fake import FakeLLM
 from .llamacpp import LlamaCppLLM
@@ -99,3 +101,12 @@ def load(spec: str = "embedded", **options: Any) -> LLM:
 def _bad(spec: str, why: str = "") -> BadSpecError:
     forms = "\n  ".join(SPEC_FORMS)
     return BadSpecError(f"invalid model spec {spec!r}{': ' + why if why else ''}. Valid forms:\n  {forms}")
+
+
+def load_model(spec: str) -> LLM:
+    """:func:`load` for a spec a user typed: a bad spec or an unavailable backend names the spec. Every stage
+    loads its models through this one function, so a test swaps the loader in one place."""
+    try:
+        return load(spec)
+    except LLMError as exc:
+        raise UserError(f"cannot load model {spec!r}: {exc}") from exc

@@ -9,8 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from emplifai import metrics
 from emplifai.errors import UserError
-from emplifai.evaluate.models import load_llm
-from emplifai.llm import LLMError, parse_spec
+from emplifai.llm import LLMError, parse_spec, registry
 from emplifai.predict import baseline as baseline_model
 from emplifai.predict import table2
 
@@ -93,7 +92,7 @@ def parse_model_spec(spec: str) -> str:
 
 def _predict_model(store: Store, spec: str, cfg: PredictConfig, split: str, limit: int | None, concurrency: int,
                    notify: Callable[[str], None], progress: Progress | None) -> str:
-    llm = load_llm(spec)
+    llm = registry.load_model(spec)
     state = {"done": 0, "total": 0}
 
     def started(s: RunSummary) -> None:
