@@ -194,7 +194,7 @@ def test_cli_dry_run_and_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert r.exit_code == 0, r.output
     rows = {x["emotion"]: x for x in json.loads(r.stdout)}
     assert rows["Grief"]["deficit"] == 2 and rows["Joy"]["deficit"] == 0
-    monkeypatch.setattr("emplifai.llm.load", lambda spec: RuleLLM())
+    monkeypatch.setattr("emplifai.llm.registry.load_model", lambda spec: RuleLLM())
     out = tmp_path / "rej.jsonl"
     r = runner.invoke(app, ["synth", "--model", "fake:rules", "-e", "悲嘆", "--json", "--db", db,
                             "--export-rejected", str(out)])

@@ -19,7 +19,8 @@ from sqlalchemy import select
 from emplifai import __version__
 from emplifai.errors import UserError
 from emplifai.evaluate.sample import require_sample
-from emplifai.llm.base import LLM
+from emplifai.llm import registry
+from emplifai.llm.base import LLM, GenParams, LLMFailure
 from emplifai.prompts import generation as gen
 from emplifai.store.db import Store
 from emplifai.store.evaluation import HUMAN_SOURCE, EvalSampleItem, Generation
@@ -27,7 +28,6 @@ from emplifai.store.models import Dialogue, Situation
 from emplifai.store.repo import LIVE
 
 CHUNK = 8  # items per batch_chat call and per transaction: the unit of resumption
-
 
 @dataclass
 class GenerateReport:
@@ -38,7 +38,6 @@ class GenerateReport:
     non_japanese: int = 0
     backend_failures: list[str] = field(default_factory=list)
 
-
 def _pending(store: Store, sample_name: str, source: str) -> tuple[list[tuple[EvalSampleItem, Situation]], int]:
     with store.transaction() as s:
         sample = require_sample(s, sample_name)
@@ -46,7 +45,6 @@ def _pending(store: Store, sample_name: str, source: str) -> tuple[list[tuple[Ev
             Generation.sample_name == sample_name, Generation.source == source)))
         todo = [(i, s.get(Situation, i.situation_id)) for i in sample.items if i.situation_id not in done]
         return todo, len(done)  # type: ignore[return-value]
-
 
 def _row(sample_name: str, situation_id: str, source: str, raw: str, signature: dict[str, Any],
          prompt_version: str, seed: int | None) -> Generation:
@@ -59,15 +57,12 @@ def _row(sample_name: str, situation_id: str, source: str, raw: str, signature: 
         non_japanese=share < gen.JAPANESE_THRESHOLD, signature=signature, prompt_version=prompt_version, seed=seed,
     )
 
-
 def generate(
     store: Store, *, spec: str, sample_name: str = "default", label: str | None = None, lang: str = "ja",
     max_tokens: int = 256, temperature: float = 0.0, seed: int = 42, concurrency: int = 1,
     progress: Callable[[int], None] | None = None, llm: LLM | None = None,
 ) -> GenerateReport:
     """Generate one dialogue per sampled item with the model ``spec`` (stored under ``label`` or the spec)."""
-    from emplifai.llm import registry
-    from emplifai.llm.base import GenParams, LLMFailure
 
     source = label or spec
     if source == HUMAN_SOURCE:
@@ -103,7 +98,6 @@ def generate(
         if llm is None:
             model.close()
     return report
-
 
 def add_human(store: Store, sample_name: str = "default") -> GenerateReport:
     """The corpus's own dialogue for each sampled situation (the lowest live dialogue id) as source "human"."""

@@ -22,14 +22,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from emplifai import __version__
 from emplifai.errors import UserError
+from emplifai.evaluate.generate import generate
+from emplifai.evaluate.judge import JudgeConfig, item_scores
+from emplifai.evaluate.judge import judge as run_judge
+from emplifai.evaluate.rubrics import METRICS, check_metrics
 from emplifai.evaluate.sample import make_sample, population
 from emplifai.formatting import delta, num, pct
+from emplifai.llm import registry
+from emplifai.predict.runs import PredictConfig, load_predictions, predict_split
+from emplifai.prompts.generation import PROMPT_VERSION
 from emplifai.store import repo
-from emplifai.store.db import Store
+from emplifai.store.db import Store, open_store
+from emplifai.store.evaluation import Generation
 
 COMPARE_VERSION = "compare-v1"
-
 
 @dataclass
 class CompareResult:
@@ -37,7 +45,6 @@ class CompareResult:
     markdown: str
     md_path: Path
     json_path: Path
-
 
 def ensure_test_sample(store: Store, n: int, seed: int) -> tuple[str, int]:
     """A seeded sample of test-split situations for generation (created once, reused on rerun)."""
@@ -52,11 +59,8 @@ def ensure_test_sample(store: Store, n: int, seed: int) -> tuple[str, int]:
                 meta={"manifest_id": manifest.id, "by": COMPARE_VERSION})
     return name, n_used
 
-
 def _generation_stats(store: Store, sample: str, source: str) -> dict[str, Any]:
     from sqlalchemy import select
-
-    from emplifai.store.evaluation import Generation
 
     with store.transaction() as s:
         gens = list(s.scalars(select(Generation).where(Generation.sample_name == sample, Generation.source == source)))
@@ -76,9 +80,7 @@ def _generation_stats(store: Store, sample: str, source: str) -> dict[str, Any]:
             "signature": sig,
         }
 
-
 def _judge_means(store: Store, judge_spec: str, sample: str, source: str, metrics: tuple[str, ...]) -> dict[str, Any]:
-    from emplifai.evaluate.judge import item_scores
 
     scores = item_scores(store, judge_spec, sample, sources=[source])
     out: dict[str, Any] = {}
@@ -87,10 +89,7 @@ def _judge_means(store: Store, judge_spec: str, sample: str, source: str, metric
         out[m] = {"mean": statistics.fmean(vals) if vals else None, "n": len(vals)}
     return out
 
-
 def _taxonomy(store: Store, spec: str, limit: int | None) -> dict[str, Any]:
-    from emplifai.llm import registry
-    from emplifai.predict.runs import PredictConfig, load_predictions, predict_split
 
     cfg = PredictConfig()
     with registry.load_model(spec) as llm:
@@ -108,19 +107,10 @@ def _taxonomy(store: Store, spec: str, limit: int | None) -> dict[str, Any]:
         "signature": sig,
     }
 
-
 def run(*, before: str, after: str, out: str | os.PathLike[str] = "compare", n: int = 100, seed: int = 42,
         judge: str | None = None, metrics: tuple[str, ...] | None = None, predict_limit: int | None = None,
         max_tokens: int = 160, db: str | None = None) -> CompareResult:
     """Generate, judge and validate the taxonomy with both specs; write compare.md and compare.json."""
-    from emplifai import __version__
-    from emplifai.evaluate.generate import generate
-    from emplifai.evaluate.judge import JudgeConfig
-    from emplifai.evaluate.judge import judge as run_judge
-    from emplifai.evaluate.rubrics import METRICS, check_metrics
-    from emplifai.llm import registry
-    from emplifai.prompts.generation import PROMPT_VERSION
-    from emplifai.store.db import open_store
 
     if before == after:
         raise UserError("--before and --after are the same spec")
@@ -170,7 +160,6 @@ def run(*, before: str, after: str, out: str | os.PathLike[str] = "compare", n: 
         os.replace(tmp, path)
     return CompareResult(table, md, md_path, json_path)
 
-
 def render_markdown(table: dict[str, Any]) -> str:
     b, a = table["columns"]["before"], table["columns"]["after"]
     rows: list[tuple[str, float | None, float | None, bool]] = [
@@ -203,7 +192,6 @@ def render_markdown(table: dict[str, Any]) -> str:
         show = pct if is_share else num
         lines.append(f"| {label} | {show(x)} | {show(y)} | {delta(x, y, 1 if is_share else 2, as_points=is_share)} |")
     return "\n".join(lines) + "\n"
-
 
 def _share(gen: dict[str, Any], key: str) -> float | None:
     return gen[key] / gen["n"] if gen["n"] else None

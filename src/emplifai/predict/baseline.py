@@ -13,8 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 from emplifai import taxonomy
 from emplifai.errors import UserError
+from emplifai.predict.runs import ItemResult, PredictConfig, finished_ids, run_id, save, select_items
 from emplifai.provenance import dist_version
 from emplifai.records import Record
+from emplifai.store.predict import PredStatus
 
 if TYPE_CHECKING:
     from emplifai.store.db import Store
@@ -23,10 +25,8 @@ SPEC = "baseline:tfidf-lr"
 VERSION = "tfidf-lr-v1"
 PARAMS: dict[str, Any] = {"ngram_range": [1, 2], "min_df": 1, "sublinear_tf": True, "C": 10.0, "max_iter": 2000}
 
-
 def text_of(r: Record) -> str:
     return "\n".join((r.situation, r.patient, r.supporter))
-
 
 class Tokenizer:
     """fugashi + unidic-lite surface forms; a picklable callable for scikit-learn."""
@@ -40,7 +40,6 @@ class Tokenizer:
 
             self._tagger = fugashi.Tagger()
         return [w.surface for w in self._tagger(text)]
-
 
 class TfidfBaseline:
     def __init__(self, seed: int = 42):
@@ -79,11 +78,8 @@ class TfidfBaseline:
             out.append(d)
         return out
 
-
 def run_baseline(store: Store, *, split: str = "test", limit: int | None = None, seed: int = 42) -> str:
     """Train, predict and store; returns the run id. A finished run is not recomputed."""
-    from emplifai.predict.runs import ItemResult, PredictConfig, finished_ids, run_id, save, select_items
-    from emplifai.store.predict import PredStatus
 
     items, pool, mid, mhash = select_items(store, split, limit)
     model = TfidfBaseline(seed)

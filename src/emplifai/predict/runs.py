@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from emplifai.llm.base import LLM
     from emplifai.store.db import Store
 
+from emplifai.llm.base import GenParams, LLMFailure
 from emplifai.predict.prompt import (
     PROMPT_VERSION,
     Example,
@@ -45,6 +46,7 @@ from emplifai.predict.prompt import (
     read_answer,
     score_item,
 )
+from emplifai.store.repo import iter_records
 
 
 class PredictConfig(BaseModel):
@@ -60,8 +62,6 @@ class PredictConfig(BaseModel):
     chat: bool = Field(False, description="generate mode: send the prompt as a chat turn instead of raw text")
     max_tokens: int = Field(24, ge=1, description="generate mode: answer length limit")
 
-
-
 @dataclass
 class RunSummary:
     run_id: str
@@ -70,7 +70,6 @@ class RunSummary:
     skipped: int  # already finished in an earlier run (resumed)
     done: int = 0
     counts: dict[str, int] = field(default_factory=dict)
-
 
 # ------------------------------------------------------------------------------------------------ prompt
 
@@ -82,10 +81,8 @@ def run_id(model: str, signature: dict[str, Any], cfg: PredictConfig, manifest_i
     }
     return json_digest(payload, 24)
 
-
 def select_items(store: Store, split: str, limit: int | None) -> tuple[list[Record], list[Record], int, str]:
     """(items of the split, training pool, manifest id, manifest hash); items in a stable order."""
-    from emplifai.store.repo import iter_records
 
     with store.transaction() as s:
         manifest = require_manifest(s)
@@ -96,13 +93,11 @@ def select_items(store: Store, split: str, limit: int | None) -> tuple[list[Reco
         items = items[:limit]
     return items, pool, mid, mhash
 
-
 def finished_ids(store: Store, rid: str) -> set[str]:
     """Dialogues of a run that need no more work (a label or an unparsed answer; failures are retried)."""
     with store.transaction() as s:
         q = select(Prediction.dialogue_id).where(Prediction.run_id == rid, Prediction.status != PredStatus.FAILED)
         return set(s.scalars(q))
-
 
 def save(store: Store, *, rid: str, model: str, signature: dict[str, Any], manifest_id: int, split: str,
          item: Record, result: ItemResult) -> None:
@@ -123,13 +118,11 @@ def save(store: Store, *, rid: str, model: str, signature: dict[str, Any], manif
             for k, v in values.items():
                 setattr(row, k, v)
 
-
 def run_signature(model: str, llm: LLM, cfg: PredictConfig, split: str, manifest_id: int) -> dict[str, Any]:
     return {
         "model": model, "llm": llm.signature(), "mode": cfg.mode, "prompt_version": PROMPT_VERSION,
         "config": cfg.model_dump(), "split": split, "manifest_id": manifest_id,
     }
-
 
 def predict_split(
     store: Store,
@@ -167,10 +160,8 @@ def predict_split(
         _sequential(llm, cfg, todo, ranked, record)
     return summary
 
-
 def _sequential(llm: LLM, cfg: PredictConfig, todo: Sequence[Record], ranked: Sequence[Example],
                 record: Callable[[Record, ItemResult], None]) -> None:
-    from emplifai.llm.base import GenParams
 
     priors: dict[tuple[str, ...], list[float]] = {}  # content-free distribution per example set
     params = GenParams(max_tokens=cfg.max_tokens, temperature=0.0, seed=cfg.seed, stop=("\n",))
@@ -194,12 +185,10 @@ def _sequential(llm: LLM, cfg: PredictConfig, todo: Sequence[Record], ranked: Se
             result = ItemResult(PredStatus.FAILED, None, _failure_reason(exc))
         record(item, result)
 
-
 def _generate_chat(llm: LLM, cfg: PredictConfig, todo: Sequence[Record], ranked: Sequence[Example],
                    record: Callable[[Record, ItemResult], None], concurrency: int) -> None:
     """Chat models through ``batch_chat`` (bounded concurrency on HTTP backends); each result is saved the
     moment it arrives, so a kill loses at most the requests in flight."""
-    from emplifai.llm.base import GenParams, LLMFailure
 
     params = GenParams(max_tokens=cfg.max_tokens, temperature=0.0, seed=cfg.seed)
     convs = []
@@ -216,10 +205,8 @@ def _generate_chat(llm: LLM, cfg: PredictConfig, todo: Sequence[Record], ranked:
 
     llm.batch_chat(convs, params, concurrency=concurrency, progress=arrived)
 
-
 def _failure_reason(exc: BaseException) -> str:
     return f"failure: {type(exc).__name__}: {exc}"[:2000]
-
 
 def load_predictions(store: Store, rid: str, dialogue_ids: Sequence[str] | None = None) -> list[Prediction]:
     """The rows of a run, ordered by dialogue id (optionally only the given dialogues)."""
@@ -230,6 +217,5 @@ def load_predictions(store: Store, rid: str, dialogue_ids: Sequence[str] | None 
         keep = set(dialogue_ids)
         rows = [r for r in rows if r.dialogue_id in keep]
     return rows
-
 
 # ----------------------------------------------------------------------------------------- Table 2 run

@@ -18,16 +18,24 @@ from typing import Any, Literal, Protocol
 import yaml
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from emplifai import __version__
-from emplifai.errors import UserError
+from emplifai import __version__, finetune
+from emplifai.dataset.ingest import bundled_corpus_path, import_file, validate_file
+from emplifai.dataset.splits import make_split
+from emplifai.errors import InputError, UserError
+from emplifai.evaluate import generate as g
+from emplifai.evaluate.judge import JudgeConfig, judge
+from emplifai.evaluate.ratings import import_sheets
+from emplifai.evaluate.rubrics import METRICS
+from emplifai.evaluate.sample import make_sample
+from emplifai.predict.validate import validate_taxonomy
 from emplifai.provenance import json_digest, path_digest
+from emplifai.store.db import open_store
+from emplifai.study.report import build_report
 
 STAGES = ("validate", "split", "predict", "finetune", "sample", "generate", "judge", "agree", "report")
 
-
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
 
 class DatasetSection(_Section):
     # "bundled" (the corpus shipped with emplifai) is a different thing from [sample] (the 100-pair draw);
@@ -46,11 +54,9 @@ class DatasetSection(_Section):
             raise ValueError("set either bundled = true or path = FILE, not both")
         return self
 
-
 class SplitSection(_Section):
     seed: int = 42
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
-
 
 class PredictSection(_Section):
     models: list[str] = ["embedded"]
@@ -64,25 +70,21 @@ class PredictSection(_Section):
     layer: int | None = None
     vectors: str = "chive"
 
-
 class FinetuneSection(_Section):
     enabled: bool = False
     config: str | None = None
     overrides: list[str] = []
-
 
 class SampleSection(_Section):
     n: int = Field(100, ge=1)
     seed: int = 42
     name: str = "default"
 
-
 class GenerateSection(_Section):
     models: list[str] = ["embedded"]
     human: bool = True
     max_tokens: int = Field(256, ge=16)
     seed: int = 42
-
 
 class JudgeSection(_Section):
     judge: str = "embedded"
@@ -92,11 +94,9 @@ class JudgeSection(_Section):
     limit: int | None = Field(None, ge=1)
     concurrency: int = Field(1, ge=1)
 
-
 class AgreeSection(_Section):
     ratings: list[str] = Field([], description="Filled rating sheets (CSV/XLSX) to import.")
     source: str = "human"
-
 
 class RunConfig(_Section):
     db: str | None = Field(None, description="Database URL; default: DIR/emplifai.db")
@@ -109,7 +109,6 @@ class RunConfig(_Section):
     generate: GenerateSection = GenerateSection()
     judge: JudgeSection = JudgeSection()
     agree: AgreeSection = AgreeSection()
-
 
 def load_config(path: Path) -> RunConfig:
     """Read TOML or YAML; every problem names the config key."""
@@ -126,10 +125,8 @@ def load_config(path: Path) -> RunConfig:
         lines = [f"  {'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}" for e in exc.errors()]
         raise UserError(f"{path}: invalid config:\n" + "\n".join(lines)) from exc
 
-
 def _digest(*parts: Any) -> str:
     return json_digest(list(parts), 16)
-
 
 class State:
     """DIR/state.json: per stage the fingerprint it finished with, its summary and its wall time."""
@@ -147,9 +144,7 @@ class State:
         tmp.write_text(json.dumps(self.data, indent=2, ensure_ascii=False))
         tmp.replace(self.path)  # a kill never leaves a half-written state
 
-
 Notify = Callable[[str], None]
-
 
 class ProgressSink(Protocol):
     """Where the study reports progress (the CLI's Rich board; nothing in tests)."""
@@ -158,12 +153,10 @@ class ProgressSink(Protocol):
 
     def bar(self, task: str, total: int | None) -> Callable[[int], None]: ...
 
-
 class Study:
     """Runs the configured stages against one store and one output folder."""
 
     def __init__(self, cfg: RunConfig, out: Path, notify: Notify = print, progress: ProgressSink | None = None):
-        from emplifai.store.db import open_store
 
         self.cfg, self.out, self.notify = cfg, out, notify
         out.mkdir(parents=True, exist_ok=True)
@@ -214,7 +207,6 @@ class Study:
         return None
 
     def _dataset_path(self) -> Path:
-        from emplifai.dataset.ingest import bundled_corpus_path
 
         return bundled_corpus_path() if self.cfg.dataset.bundled else Path(self.cfg.dataset.path)  # type: ignore[arg-type]
 
@@ -224,8 +216,6 @@ class Study:
 
     # ------------------------------------------------------------------------------------------ stages
     def _stage_validate(self) -> dict[str, Any]:
-        from emplifai.dataset.ingest import import_file, validate_file
-        from emplifai.errors import InputError
 
         path = self._dataset_path()
         report = validate_file(path)
@@ -236,13 +226,11 @@ class Study:
                 "already_present": imported.unchanged}
 
     def _stage_split(self) -> dict[str, Any]:
-        from emplifai.dataset.splits import make_split
 
         res = make_split(self.store, seed=self.cfg.split.seed, fractions=self.cfg.split.fractions)
         return {"manifest_id": res.manifest_id, "sizes": res.sizes, "content_hash": res.content_hash}
 
     def _stage_predict(self) -> dict[str, Any]:
-        from emplifai.predict.validate import validate_taxonomy
 
         p = self.cfg.predict
         result = validate_taxonomy(
@@ -256,7 +244,6 @@ class Study:
     def _stage_finetune(self) -> dict[str, Any]:
         if not self.cfg.finetune.enabled:
             return {"enabled": False}
-        from emplifai import finetune
 
         ft_cfg = finetune.load_config(self.cfg.finetune.config, self.cfg.finetune.overrides)
         res = finetune.run(ft_cfg, self.out / "finetune", self.db)
@@ -264,14 +251,12 @@ class Study:
         return {"enabled": True, "spec": res.spec, "out": str(res.out)}
 
     def _stage_sample(self) -> dict[str, Any]:
-        from emplifai.evaluate.sample import make_sample
 
         s = self.cfg.sample
         r = make_sample(self.store, n=s.n, seed=s.seed, name=s.name, replace=True)
         return {"name": r.name, "n": r.n, "emotions": r.emotions}
 
     def _stage_generate(self) -> dict[str, Any]:
-        from emplifai.evaluate import generate as g
 
         out: dict[str, Any] = {}
         name = self.cfg.sample.name
@@ -287,8 +272,6 @@ class Study:
         return out
 
     def _stage_judge(self) -> dict[str, Any]:
-        from emplifai.evaluate.judge import JudgeConfig, judge
-        from emplifai.evaluate.rubrics import METRICS
 
         j = self.cfg.judge
         cfg = JudgeConfig(spec=j.judge, sample=self.cfg.sample.name, metrics=tuple(j.metrics or METRICS),
@@ -301,13 +284,11 @@ class Study:
     def _stage_agree(self) -> dict[str, Any]:
         if not self.cfg.agree.ratings:
             return {"ratings": 0}
-        from emplifai.evaluate.ratings import import_sheets
 
         r = import_sheets(self.store, [Path(p) for p in self.cfg.agree.ratings])
         return {"ratings": r.added + r.unchanged, "raters": sorted(r.raters)}
 
     def _stage_report(self) -> dict[str, Any]:
-        from emplifai.study.report import build_report
 
         paths = build_report(self)
         return {k: str(v) for k, v in paths.items()}

@@ -14,6 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from emplifai.llm.base import GenParams, LLMFailure
+from emplifai.predict import prompt as predictor
+from emplifai.prompts import render
+from emplifai.prompts.generation import format_dialogue
+
 from . import filters as F
 from . import stages as S
 from .config import FilterConfig
@@ -21,7 +26,6 @@ from .config import FilterConfig
 if TYPE_CHECKING:
     from emplifai.llm.base import LLM
     from emplifai.records import Record
-
 
 @dataclass
 class Screened:
@@ -33,10 +37,8 @@ class Screened:
         bad = F.first_failure(self.results)
         return bad.name if bad else None
 
-
 def load_cases(path: str | Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
-
 
 def screen(cases: Sequence[dict[str, Any]], reference: Iterable[Record], cfg: FilterConfig,
            llm: LLM | None = None) -> list[Screened]:
@@ -66,12 +68,7 @@ def screen(cases: Sequence[dict[str, Any]], reference: Iterable[Record], cfg: Fi
         _model_checks(out, cfg, llm)
     return out
 
-
 def _model_checks(items: list[Screened], cfg: FilterConfig, llm: LLM) -> None:
-    from emplifai.llm.base import GenParams, LLMFailure
-    from emplifai.predict import prompt as predictor
-    from emplifai.prompts import render
-    from emplifai.prompts.generation import format_dialogue
 
     alive = [s for s in items if F.first_failure(s.results) is None]
     parsed = [S.parse_dialogue(s.case["raw"]) for s in alive]
@@ -89,7 +86,6 @@ def _model_checks(items: list[Screened], cfg: FilterConfig, llm: LLM) -> None:
             dist = (res.distribution or {}).get("prob", {})
             order = sorted(dist, key=lambda k: -dist[k]) if dist else (res.top3 or [])
             s.results.append(F.agreement(s.case["emotion"], order, cfg.agreement_top_k, dist.get(s.case["emotion"])))
-
 
 def metrics(screened: Sequence[Screened]) -> dict[str, Any]:
     tp = sum(1 for s in screened if s.case["label"] != "good" and s.rejected_by)

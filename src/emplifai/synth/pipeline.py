@@ -24,7 +24,7 @@ from sqlalchemy import func, select
 from emplifai import taxonomy
 from emplifai.llm.base import LLM, Completion, GenParams, LLMFailure
 from emplifai.predict import prompt as predictor
-from emplifai.prompts.generation import STOP
+from emplifai.prompts.generation import STOP, format_dialogue
 from emplifai.records import Kind, Source, Status
 from emplifai.store.models import Dialogue, Situation, utcnow
 from emplifai.store.repo import LIVE, iter_records
@@ -40,7 +40,6 @@ if TYPE_CHECKING:
     from emplifai.store.db import Store
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
-
 
 class Synthesizer:
     """One ``emplifai synth`` invocation. ``check_llm`` runs the optional model filters (default: ``llm``)."""
@@ -424,7 +423,6 @@ class Synthesizer:
         with self.store.transaction() as s:
             c = s.get(SynthCandidate, cid)
             if parsed is not None and parsed.ok:
-                from emplifai.prompts.generation import format_dialogue
 
                 c.text = format_dialogue(parsed.patient, parsed.supporter)
             self._finish(c, state, results, reason)
@@ -445,7 +443,6 @@ class Synthesizer:
                     parent.core_id, parent.state = parent.id, State.ACCEPTED
                     self.report.counts["accepted_situations"] += 1
                 sid = parent.core_id
-            from emplifai.prompts.generation import format_dialogue
 
             c.text = format_dialogue(parsed.patient, parsed.supporter)
             c.situation_id = sid
