@@ -164,7 +164,10 @@ def serve(
     from pydantic import ValidationError
 
     from emplifai.collect import Settings, create_app
+    from emplifai.collect.settings import check_dev_host
 
+    if dev:
+        check_dev_host(host)
     try:
         settings = Settings.from_env(db=db, **({"environment": "development"} if dev else {}))
     except ValidationError as exc:

@@ -43,6 +43,22 @@ def set_password(s: Session, username: str, password: str) -> User:
     return user
 
 
+def end_sessions(s: Session, user_id: int) -> None:
+    """Sign the user out everywhere: every cookie carries the session version it was issued under."""
+    user = s.get(User, user_id)
+    if user is not None:
+        user.session_version += 1
+
+
+def deactivate(s: Session, username: str) -> User:
+    user = s.scalar(select(User).where(User.username == username))
+    if user is None:
+        raise UserError(f"no user {username!r}")
+    user.active = False
+    user.session_version += 1
+    return user
+
+
 def authenticate(s: Session, username: str, password: str) -> User | None:
     user = s.scalar(select(User).where(User.username == username))
     if user is None or not user.active:

@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from emplifai import taxonomy
+from emplifai.dataset.formats import spreadsheet_safe
 from emplifai.errors import UserError
 from emplifai.records import Kind, Status
 from emplifai.store.collect import Campaign, Claim, ClaimStatus, PayEntry, Task, User
@@ -224,5 +225,5 @@ def ledger_csv(rows: list[dict[str, object]]) -> str:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=LEDGER_COLUMNS, lineterminator="\n")
     w.writeheader()
-    w.writerows(rows)
-    return buf.getvalue()
+    w.writerows({k: spreadsheet_safe(v) for k, v in row.items()} for row in rows)
+    return "\ufeff" + buf.getvalue()  # the BOM tells Japanese Excel the file is UTF-8

@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from emplifai.errors import UserError
+
 DEV_SECRET = "emplifai-development-secret-do-not-use-in-production"
 MIN_SECRET_CHARS = 32
 
@@ -16,7 +18,9 @@ class Settings(BaseModel):
 
     db: str | None = Field(None, description="Database URL or SQLite path (default: EMPLIFAI_DB or emplifai.db).")
     secret_key: str = Field(DEV_SECRET, description="Signs session cookies; EMPLIFAI_SECRET_KEY.")
-    environment: Literal["development", "production"] = Field("production", description="EMPLIFAI_ENV.")
+    # Only `emplifai serve --dev` (on loopback) sets development: no environment variable can turn the built-in key
+    # on, so a stray EMPLIFAI_ENV on a server cannot make its cookies forgeable.
+    environment: Literal["development", "production"] = Field("production", description="--dev only.")
     session_max_age: int = Field(12 * 3600, ge=60, description="Seconds a sign-in stays valid.")
     cookie_secure: bool = Field(False, description="Send cookies over HTTPS only (set behind TLS).")
 
@@ -34,13 +38,21 @@ class Settings(BaseModel):
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
-        """Environment variables (EMPLIFAI_SECRET_KEY, EMPLIFAI_ENV, EMPLIFAI_COOKIE_SECURE), then overrides."""
+        """Environment variables (EMPLIFAI_SECRET_KEY, EMPLIFAI_COOKIE_SECURE), then overrides."""
         values: dict[str, object] = {}
         if key := os.environ.get("EMPLIFAI_SECRET_KEY"):
             values["secret_key"] = key
-        if env := os.environ.get("EMPLIFAI_ENV"):
-            values["environment"] = env
         if os.environ.get("EMPLIFAI_COOKIE_SECURE"):
             values["cookie_secure"] = os.environ["EMPLIFAI_COOKIE_SECURE"].lower() in ("1", "true", "yes")
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def check_dev_host(host: str) -> None:
+    """--dev signs cookies with a key everyone can read: refuse it on any interface but loopback."""
+    if host not in LOOPBACK and not host.startswith("127."):
+        raise UserError(f"--dev uses the built-in secret key and only listens on loopback (127.0.0.1), not {host!r}; "
+                        "set EMPLIFAI_SECRET_KEY and drop --dev to serve other machines")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import codecs
 import csv
 import json
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,6 +115,24 @@ def _jsonl_rows(path: Path) -> Iterator[Row]:
             yield Row(name, n, data)
 
 
+# Spreadsheets run a cell that starts with one of these as a formula (OWASP "CSV injection"). Every CSV that
+# emplifai writes prefixes such a cell with an apostrophe, and the CSV reader takes exactly that prefix off
+# again, so a turn like "-- 痛みが…" survives a round trip and never runs in Excel.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
+
+
+def spreadsheet_safe(value: object) -> object:
+    """A CSV cell that a spreadsheet shows as text, never runs as a formula (numbers stay numbers)."""
+    if isinstance(value, str) and value.startswith(FORMULA_START) and not _NUMBER.match(value):
+        return "'" + value
+    return value
+
+
+def spreadsheet_unescape(value: str) -> str:
+    return value[1:] if value.startswith("'") and value[1:].startswith(FORMULA_START) else value
+
+
 def _csv_rows(path: Path) -> Iterator[Row]:
     name = str(path)
     with path.open(encoding="utf-8-sig", newline="") as fh:
@@ -124,7 +143,7 @@ def _csv_rows(path: Path) -> Iterator[Row]:
             return
         for data in reader:
             line = reader.line_num
-            clean = {k: v for k, v in data.items() if k is not None and v != ""}
+            clean = {k: spreadsheet_unescape(v) for k, v in data.items() if k is not None and v != ""}
             if None in data:
                 yield Row(name, line, None, Problem(name, line, None, "more values than header columns"))
                 continue
@@ -250,11 +269,12 @@ def _write_jsonl(records: Iterable[Record], path: Path) -> int:
 
 def _write_csv(records: Iterable[Record], path: Path) -> int:
     n = 0
-    with path.open("w", encoding="utf-8", newline="") as fh:
+    # utf-8-sig: with the BOM, Japanese Excel opens the file as UTF-8 instead of Shift_JIS
+    with path.open("w", encoding="utf-8-sig", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
         writer.writeheader()
         for n, rec in enumerate(records, 1):  # noqa: B007
-            writer.writerow(rec.tabular())
+            writer.writerow({k: spreadsheet_safe(v) for k, v in rec.tabular().items()})
     return n
 
 

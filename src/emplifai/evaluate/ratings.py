@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import select
 
 from emplifai import taxonomy
+from emplifai.dataset.formats import spreadsheet_safe
 from emplifai.errors import InputError, Problem, UserError
 from emplifai.evaluate import rubrics
 from emplifai.evaluate.agree import icc_oneway, kripp_alpha
@@ -73,13 +74,16 @@ def export_sheets(store: Store, out: Path, *, sample: str = "default", source: s
             with stem.with_suffix(".csv").open("w", newline="", encoding="utf-8-sig") as fh:
                 w = csv.writer(fh)
                 w.writerow(COLUMNS)
-                w.writerows(table)
+                w.writerows([spreadsheet_safe(c) for c in row] for row in table)
             wb = Workbook()
             ws = wb.active
             ws.title = "評価"
             ws.append(list(COLUMNS))
             for row in table:
                 ws.append(row)
+                for cell in ws[ws.max_row]:  # text, never a formula (openpyxl stores "=…" as one)
+                    if isinstance(cell.value, str) and cell.value.startswith("="):
+                        cell.data_type = "s"
             dv = DataValidation(type="whole", operator="between", formula1="1", formula2="5", allow_blank=True,
                                 error="1〜5の整数を入力してください", showErrorMessage=True)
             ws.add_data_validation(dv)
@@ -274,9 +278,11 @@ def summary(store: Store, sample: str, source: str) -> dict[str, Any]:
             continue
         ids = sorted(items)
         reliability = [[items[g].get(r) for g in ids] for r in raters]
-        means = {g: round(sum(items[g].values()) / len(items[g]), 4) for g in ids}
-        icc = icc_oneway([sorted(items[g].values()) for g in ids])
+        means = {g: sum(items[g].values()) / len(items[g]) for g in ids}
+        icc = icc_oneway([list(items[g].values()) for g in ids])
+        icc = {("icc_" + key if key in ("items", "k", "items_excluded", "note") else key): v for key, v in icc.items()}
         out["metrics"][m] = {"items": len(ids), "ratings": sum(len(v) for v in items.values()),
                              "mean": round(sum(means.values()) / len(means), 4),
-                             "alpha_ordinal": kripp_alpha(reliability), **icc, "per_dialogue_mean": means}
+                             "alpha_ordinal": kripp_alpha(reliability), **icc,
+                             "per_dialogue_mean": {g: round(v, 4) for g, v in means.items()}}
     return out

@@ -14,6 +14,7 @@ from emplifai.collect.deps import (
 )
 from emplifai.collect.routes.common import Anyone, Text, page
 from emplifai.collect.security import new_session
+from emplifai.collect.tx import run_write
 from emplifai.store.collect import Role
 
 router = APIRouter()
@@ -50,6 +51,10 @@ def login(ctx: Anyone, username: Text, password: Text) -> Response:
 
 @router.post("/logout", dependencies=[CSRF])
 def logout(ctx: Anyone) -> Response:
+    # Ending the session on the server: a copy of the cookie taken before sign-out opens nothing afterwards.
+    if ctx.user is not None:
+        uid = ctx.user.id
+        run_write(store_of(ctx.request), lambda s: accounts.end_sessions(s, uid))
     resp = redirect("/login")
     set_session(resp, ctx.request, new_session())
     return resp
