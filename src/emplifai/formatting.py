@@ -27,3 +27,10 @@ def delta(a: float | None, b: float | None, digits: int = 2, as_points: bool = F
         return MISSING
     d = b - a
     return f"{100 * d:+.{digits}f} pt" if as_points else f"{d:+.{digits}f}"
+
+
+def pvalue(p: float | None) -> str:
+    """A p-value as a reader can quote it: never "0.00"; below 1e-4 as "<1e-4"."""
+    if p is None:
+        return MISSING
+    return "<1e-4" if p < 1e-4 else f"{p:.4f}"

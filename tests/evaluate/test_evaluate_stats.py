@@ -58,3 +58,40 @@ def test_alpha_matches_krippendorff_package() -> None:
     expected = krippendorff.alpha(reliability_data=arr, level_of_measurement="ordinal", value_domain=[1, 2, 3, 4, 5])
     assert kripp_alpha(data) == pytest.approx(expected, abs=1e-4)
     assert kripp_alpha([[5, 5, 5], [5, 5, 5]]) is None
+
+
+def test_icc_with_a_missing_rater_uses_complete_items_only() -> None:
+    """Regression: rows were cut to the shortest, i.e. ICC on each item's lowest k ratings (0.886 here)."""
+    out = icc_oneway([[5, 5], [2, 3, 3], [4, 4, 4], [2, 2, 3], [4, 5, 5], [1, 2, 2]])
+    assert (out["k"], out["items"], out["items_excluded"]) == (3, 5, 1)
+    # pingouin.intraclass_corr on the 5 complete items: ICC1 = 0.843, ICC1k = 0.942
+    assert out["icc1"] == pytest.approx(0.843, abs=1e-3) and out["icc1k"] == pytest.approx(0.942, abs=1e-3)
+    # no between-item variance but some within: ICC(1,1) = -1/(k-1) is defined, ICC(1,k) is not
+    flat = icc_oneway([[1, 2], [2, 1], [1, 2]])
+    assert flat["icc1"] == -1.0 and flat["icc1k"] is None and "between-item" in flat["note"]
+    assert icc_oneway([[3, 3], [3, 3]])["note"].startswith("every rating is the same")
+
+
+def test_p_values_are_kept_unrounded_and_printed_honestly() -> None:
+    """Regression: pearson_p was rounded to 4 places (0.0 where scipy gives 8e-24) and printed "p=0.00"."""
+    from scipy import stats as sp
+
+    from emplifai.formatting import pvalue
+
+    x = [float(i % 5 + 1) for i in range(120)]
+    y = [v if i % 7 else 6 - v for i, v in enumerate(x)]
+    out = pair_stats(x, y, n_boot=0)
+    ref = sp.pearsonr(x, y)
+    assert 0 < out["pearson_p"] == pytest.approx(ref.pvalue, rel=1e-9) and out["pearson_p"] < 1e-4
+    assert out["spearman_p"] == pytest.approx(sp.spearmanr(x, y).pvalue, rel=1e-9)
+    assert "two-sided" in out["tests"]["pearson"] and pvalue(out["pearson_p"]) == "<1e-4"
+    assert pvalue(0.0312) == "0.0312" and pvalue(None) == "–"
+
+
+def test_non_finite_scores_are_refused_not_turned_into_nan_json() -> None:
+    from emplifai.errors import UserError
+
+    with pytest.raises(UserError, match="non-finite"):
+        pair_stats([1.0, 2.0, float("nan"), 4.0], [1.0, 2.0, 3.0, 4.0])
+    with pytest.raises(UserError, match="human scores"):
+        pair_stats([1.0, 2.0, 3.0, 4.0], [1.0, float("inf"), 3.0, 4.0])

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from emplifai.errors import UserError
+
 
 def _constant(x: np.ndarray) -> bool:
     return bool(len(x) == 0 or np.ptp(x) == 0)
@@ -43,6 +45,10 @@ def pair_stats(judge: Sequence[float], human: Sequence[float], *, n_boot: int = 
     x, y = np.asarray(judge, dtype=float), np.asarray(human, dtype=float)
     if x.shape != y.shape:
         raise ValueError("judge and human scores must pair up")
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        bad = "judge" if not np.isfinite(x).all() else "human"
+        raise UserError(f"the {bad} scores contain a non-finite value (NaN or infinity); agreement needs finite "
+                        "scores — check the ratings or judge rows it came from")
     n = len(x)
     out: dict[str, Any] = {"n": n, "judge_mean": _round(x.mean()) if n else None,
                            "human_mean": _round(y.mean()) if n else None,
@@ -60,8 +66,12 @@ def pair_stats(judge: Sequence[float], human: Sequence[float], *, n_boot: int = 
     else:
         pr = stats.pearsonr(x, y)
         sr = stats.spearmanr(x, y)
-        out.update(pearson_r=_round(pr.statistic), pearson_p=_round(pr.pvalue),
-                   spearman_rho=_round(sr.statistic), spearman_p=_round(sr.pvalue))
+        # p-values are kept unrounded (8e-24 is not 0); both are two-sided, Spearman's from the t distribution
+        # of its ρ (scipy's default), as the "tests" entry below records.
+        out.update(pearson_r=_round(pr.statistic), pearson_p=float(pr.pvalue),
+                   spearman_rho=_round(sr.statistic), spearman_p=float(sr.pvalue),
+                   tests={"pearson": "scipy.stats.pearsonr, two-sided",
+                          "spearman": "scipy.stats.spearmanr, two-sided, t approximation"})
     if n >= 2 and n_boot > 0:
         rng = np.random.default_rng(seed)
         rs, rhos, mads = [], [], []
@@ -74,7 +84,8 @@ def pair_stats(judge: Sequence[float], human: Sequence[float], *, n_boot: int = 
                 rhos.append(_r(_rank(bx), _rank(by)))
         out["ci95"] = {"mad": _ci(mads), "pearson_r": _ci(rs) if rs else None,
                        "spearman_rho": _ci(rhos) if rhos else None}
-        out["bootstrap"] = {"resamples": n_boot, "seed": seed, "undefined_correlation_resamples": n_boot - len(rs)
+        out["bootstrap"] = {"method": "percentile, 95%, resampling items with replacement",
+                            "resamples": n_boot, "seed": seed, "undefined_correlation_resamples": n_boot - len(rs)
                             if out["pearson_r"] is not None else None}
     return out
 
@@ -84,28 +95,37 @@ def _round(v: float) -> float | None:
     return None if not math.isfinite(v) else round(v, 4)
 
 
-def icc_oneway(matrix: Sequence[Sequence[float]]) -> dict[str, float | int | None]:
-    """ICC(1,1) and ICC(1,k), one-way random effects (Shrout & Fleiss 1979).
+def icc_oneway(matrix: Sequence[Sequence[float]]) -> dict[str, float | int | str | None]:
+    """ICC(1,1) and ICC(1,k), one-way random effects (Shrout & Fleiss 1979), on complete items only.
 
     One-way because each group of dialogues has its own raters: raters are not crossed with all items.
-    Rows are items, columns the k ratings of that item (order irrelevant); rows with a missing rating are
-    dropped. None where undefined (fewer than 2 items or 2 ratings, or no variance at all).
+    Rows are items, columns their ratings (order irrelevant). ``k`` is the most ratings any item has; an item
+    with fewer (a missing sheet) is left out and counted in ``items_excluded`` — cutting every row to the
+    shortest, as before, computed ICC on each item's lowest ratings. ICC(1,1) is −1/(k−1) when the
+    between-item mean square is 0 (defined); None, with the reason in ``note``, where it is not defined.
     """
     rows = [list(map(float, r)) for r in matrix if r and all(v is not None for v in r)]
-    if not rows:
-        return {"icc1": None, "icc1k": None, "items": 0, "k": 0}
-    k = min(len(r) for r in rows)
-    a = np.asarray([r[:k] for r in rows], dtype=float)
+    k = max((len(r) for r in rows), default=0)
+    complete = [r for r in rows if len(r) == k]
+    out: dict[str, float | int | str | None] = {"icc1": None, "icc1k": None, "items": len(complete), "k": k,
+                                                "items_excluded": len(rows) - len(complete), "note": None}
+    if len(complete) < 2 or k < 2:
+        out["note"] = "needs at least 2 items with at least 2 ratings each"
+        return out
+    a = np.asarray(complete, dtype=float)
     n = a.shape[0]
-    if n < 2 or k < 2:
-        return {"icc1": None, "icc1k": None, "items": n, "k": k}
     grand = a.mean()
     msb = k * ((a.mean(axis=1) - grand) ** 2).sum() / (n - 1)
     msw = ((a - a.mean(axis=1, keepdims=True)) ** 2).sum() / (n * (k - 1))
-    if msb + (k - 1) * msw == 0 or msb == 0:
-        return {"icc1": None, "icc1k": None, "items": n, "k": k}
-    return {"icc1": _round((msb - msw) / (msb + (k - 1) * msw)), "icc1k": _round((msb - msw) / msb), "items": n,
-            "k": k}
+    if msb + (k - 1) * msw == 0:
+        out["note"] = "every rating is the same: no variance, ICC undefined"
+        return out
+    out["icc1"] = _round((msb - msw) / (msb + (k - 1) * msw))
+    if msb == 0:
+        out["note"] = "no between-item variance: ICC(1,1) = −1/(k−1), ICC(1,k) undefined"
+    else:
+        out["icc1k"] = _round((msb - msw) / msb)
+    return out
 
 
 def kripp_alpha(reliability: Sequence[Sequence[float | None]]) -> float | None:

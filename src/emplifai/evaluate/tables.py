@@ -25,7 +25,7 @@ from emplifai.evaluate.judge import item_scores, spread
 from emplifai.evaluate.ratings import human_scores, summary
 from emplifai.evaluate.rubrics import METRICS
 from emplifai.evaluate.sample import require_sample
-from emplifai.formatting import MISSING, num
+from emplifai.formatting import MISSING, num, pvalue
 from emplifai.store.db import Store
 from emplifai.store.evaluation import Generation, JudgeScore
 
@@ -139,6 +139,10 @@ def bias(store: Store, judge: str, sample: str = "default", layout: str = "block
 
 
 # ---------------------------------------------------------------------------------------------- markdown
+def _r_with_p(v: dict[str, Any]) -> str:
+    return MISSING if v["pearson_r"] is None else f"{v['pearson_r']:.3f} (p {pvalue(v['pearson_p'])})"
+
+
 def md4(t: dict[str, Any]) -> str:
     head = ("| 生成元 Source (n) | " + " | ".join(rubrics.label(m) for m in METRICS)
             + " | 形式不備 Malformed | 非日本語 |")
@@ -164,8 +168,7 @@ def md5(t: dict[str, Any]) -> str:
     rows = {
         "LLM judge mean": [num(t["metrics"][m]["judge_mean"]) for m in ms],
         "Human mean": [num(t["metrics"][m]["human_mean"]) for m in ms],
-        "Pearson r (p)": [(MISSING if t["metrics"][m]["pearson_r"] is None else
-                           f"{t['metrics'][m]['pearson_r']:.3f} (p={t['metrics'][m]['pearson_p']:.2f})") for m in ms],
+        "Pearson r (p)": [_r_with_p(t["metrics"][m]) for m in ms],
         "Spearman ρ": [num(t["metrics"][m]["spearman_rho"], 3) for m in ms],
         "MAD [95% CI]": [f"{num(t['metrics'][m]['mad'], 3)} " + (
             "[{:.2f}, {:.2f}]".format(*t["metrics"][m]["ci95"]["mad"]) if t["metrics"][m]["ci95"].get("mad") else "")
@@ -187,7 +190,7 @@ def md_bias(b: dict[str, Any]) -> str:
     lines = ["# Judge bias report", "", "## Reply length (characters of the supporter turn) vs score", "",
              "| metric | n | Pearson r (p) | Spearman ρ | note |", "|---|---|---|---|---|"]
     for m, v in b["length"].items():
-        r = MISSING if v["pearson_r"] is None else f"{v['pearson_r']:.3f} (p={v['pearson_p']:.2f})"
+        r = _r_with_p(v)
         lines.append(f"| {rubrics.label(m)} | {v['n']} | {r} | {num(v['spearman_rho'], 3)} | {v['note'] or ''} |")
     lines += ["", f"## Layout shift ({b['layout']} − standard)", "",
               "| metric | n | mean shift | mean |shift| | share changed |", "|---|---|---|---|---|"]
