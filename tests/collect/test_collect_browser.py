@@ -127,7 +127,7 @@ def test_campaign_end_to_end(browser, server, tmp_path: Path) -> None:  # type: 
         ("長い間、本当によく頑張りましたね。", "approved", "crowd")]
     with boss.expect_download() as dl:
         boss.get_by_role("link", name="報酬台帳（CSV）").click()
-    assert Path(dl.value.path()).read_text(encoding="utf-8").splitlines() == [
+    assert Path(dl.value.path()).read_text(encoding="utf-8-sig").splitlines() == [  # the file starts with a BOM
         "username,display_name,situations,dialogues,ratings,amount_yen", "worker1,worker1,1,1,0,60"]
     with store.open_session() as s:
         d = s.scalar(select(Dialogue))

@@ -147,7 +147,7 @@ def ledger(
     with open_store(db).open_session() as s:
         text = ledger_csv(rows(s, get_campaign(s, campaign)))
     if out:
-        out.write_text(text, encoding="utf-8")
+        out.write_text(text, encoding="utf-8-sig")  # with a BOM, Japanese Excel opens it as UTF-8
         console.print(f"wrote {out}")
     else:
         print(text, end="")

@@ -132,6 +132,8 @@ def split(
     for sp, v in res.sizes.items():
         console.print(f"{sp}: {v['situations']} situations, {v['dialogues']} dialogues")
     err_console.print(f"manifest {res.manifest_id} (seed {res.seed}, content {res.content_hash[:12]})")
+    if res.merged:
+        err_console.print(f"{res.merged} situation id(s) share their text with another id and were kept in its split")
 
 
 @app.command()

@@ -226,4 +226,4 @@ def ledger_csv(rows: list[dict[str, object]]) -> str:
     w = csv.DictWriter(buf, fieldnames=LEDGER_COLUMNS, lineterminator="\n")
     w.writeheader()
     w.writerows({k: spreadsheet_safe(v) for k, v in row.items()} for row in rows)
-    return "\ufeff" + buf.getvalue()  # the BOM tells Japanese Excel the file is UTF-8
+    return buf.getvalue()

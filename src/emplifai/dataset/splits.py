@@ -1,5 +1,9 @@
 """Leak-free splits: grouped by situation (no situation in two splits), stratified by emotion.
 
+Situations are grouped by their normalised text as well as their id (:func:`emplifai.dataset.dedup.normalise`):
+two ids that carry the same situation text always land in the same split, and the result says how many were
+merged that way.
+
 Each emotion's situations are shuffled with the seed and cut by the fractions, so every split keeps the
 emotion balance. The manifest (seed, sizes, content hash) is stored so later stages all use the same split.
 """
@@ -14,6 +18,7 @@ import numpy as np
 from sqlalchemy import insert, select
 
 from emplifai import __version__
+from emplifai.dataset import dedup
 from emplifai.errors import UserError
 from emplifai.store.db import Store
 from emplifai.store.models import Dialogue, Situation, SplitManifest, SplitMember
@@ -26,6 +31,7 @@ class SplitResult:
     seed: int
     sizes: dict[str, dict[str, int]]
     content_hash: str
+    merged: int = 0  # situations that joined another id's group because their text is the same
 
 
 def allocate(n: int, fractions: tuple[float, float, float]) -> tuple[int, int, int]:
@@ -67,11 +73,17 @@ def make_split(store: Store, seed: int = 42, fractions: tuple[float, float, floa
         if not rows:
             raise UserError("the store has no dialogues to split; import a dataset first")
         by_emotion: dict[str, set[str]] = defaultdict(set)
+        group_of: dict[str, str] = {}  # situation id -> the first id (in id order) with the same normalised text
+        first_with: dict[str, str] = {}
         digest = hashlib.sha256()
         for sid, emotion, text, did, patient, supporter in rows:
-            by_emotion[emotion].add(sid)
+            if sid not in group_of:
+                group_of[sid] = first_with.setdefault(dedup.normalise(text), sid)
+                if group_of[sid] == sid:
+                    by_emotion[emotion].add(sid)
             digest.update("\x1f".join((sid, emotion, text, did, patient, supporter)).encode() + b"\x1e")
-        mapping = assign({e: list(v) for e, v in by_emotion.items()}, seed, fractions)
+        groups = assign({e: list(v) for e, v in by_emotion.items()}, seed, fractions)
+        mapping = {sid: groups[rep] for sid, rep in group_of.items()}
         dialogues = Counter(mapping[r[0]] for r in rows)
         situations = Counter(mapping.values())
         sizes = {sp: {"situations": situations.get(sp, 0), "dialogues": dialogues.get(sp, 0)} for sp in SPLITS}
@@ -81,4 +93,4 @@ def make_split(store: Store, seed: int = 42, fractions: tuple[float, float, floa
         s.flush()
         s.execute(insert(SplitMember), [{"manifest_id": m.id, "situation_id": k, "split": v}
                                         for k, v in sorted(mapping.items())])
-        return SplitResult(m.id, seed, sizes, m.content_hash)
+        return SplitResult(m.id, seed, sizes, m.content_hash, sum(sid != rep for sid, rep in group_of.items()))

@@ -51,7 +51,7 @@ def ledger_csv(ctx: Lead, campaign_id: int) -> Response:
         camp = s.get(Campaign, campaign_id)
         if camp is None:
             raise HTTPException(404, "キャンペーンが見つかりません")
-        body = campaigns.ledger_csv(campaigns.ledger(s, camp))
+        body = "\ufeff" + campaigns.ledger_csv(campaigns.ledger(s, camp))  # BOM: Japanese Excel reads UTF-8
     return PlainTextResponse(body, media_type="text/csv; charset=utf-8", headers={
         "content-disposition": f'attachment; filename="ledger-{camp.name}.csv"'})
 
