@@ -101,9 +101,25 @@ def test_each_distinct_pair_is_scored_once() -> None:
 def test_failed_items_score_zero_and_count_as_wrong() -> None:
     items = [Scored("a", "Joy", "Joy", "喜び", ("Joy",)), Scored("b", "Joy", None, None, None, "failed")]
     m = evaluate(items, Scorers(CountingBert(), CountingVectors(), lang="ja"))  # type: ignore[arg-type]
-    assert m["failed"] == 1 and m["unparsed"] == 1 and m["accuracy"] == 0.5
+    # unparsed and failed are kept apart (a failed item used to count as unparsed too)
+    assert m["failed"] == 1 and m["unparsed"] == 0 and m["accuracy"] == 0.5
     assert m["bertscore_f1"] == pytest.approx(0.5) and m["fasttext_cosine"] == pytest.approx(0.5)
-    assert m["top3_accuracy"] is None  # not every item has a ranking
+    # one failed item no longer hides top-3: it is reported over the items that have a ranking, with their n
+    assert m["top3_accuracy"] == 1.0 and m["top3_n"] == 1
+
+
+def test_ties_follow_the_recorded_rule_and_a_full_tie_is_undecided() -> None:
+    from emplifai.llm.fake import FakeLLM
+    from emplifai.predict.prompt import score_item
+
+    flat = score_item(FakeLLM("t").enqueue([[-1.0] * 28]), "x")
+    assert flat.status == "unparsed" and flat.predicted is None and "undecided" in flat.reason
+    two = score_item(FakeLLM("t2").enqueue([[0.0 if i in (3, 1) else -5.0 for i in range(28)]]), "x")
+    assert two.predicted == NAMES[1] and two.top3[:2] == [NAMES[1], NAMES[3]]  # tie kept in Table-1 order
+    m = evaluate(_items(), Scorers(CountingBert(), CountingVectors(), lang="ja"))  # type: ignore[arg-type]
+    assert "Table-1 order" in m["signature"]["policy"]["ties"] and "top3_n" in m["signature"]["policy"]["top3"]
+    pred = [p or "(unparsed)" for p in PRED]
+    assert m["macro_f1_sklearn_default"] == pytest.approx(f1_score(GOLD, pred, average="macro", zero_division=0))
 
 
 @pytest.fixture(scope="module")

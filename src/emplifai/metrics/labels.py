@@ -40,6 +40,11 @@ def answer_text(raw: str | None, limit: int = 100) -> str | None:
     return lines[0][:limit] if lines else None
 
 
+#: How a score-mode ranking is read (applied by emplifai.predict.prompt.score_item, recorded in every signature).
+TIE_RULE = ("labels with equal scores are ranked in Table-1 order (stable sort) for top-1 and top-3; a ranking in "
+            "which all 28 labels tie is undecided and counted as unparsed, not as a prediction")
+
+
 @dataclass
 class Scorers:
     bert: BertScorer | None = None
@@ -60,6 +65,10 @@ class Scorers:
                 "unparsed": "similarity on the answer's first line; counts as wrong for accuracy",
                 "failed": "similarity 0.0; counts as wrong",
                 "cosine_without_vector": "left out of the cosine mean and counted (cosine_missing)",
+                "macro_f1": "mean F1 over the labels present in gold or predicted; '(unparsed)' is a miss, not a "
+                            "class (macro_f1_sklearn_default counts it as a class, as scikit-learn does)",
+                "top3": "over the items that have a ranking (top3_n); failed and unparsed items have none",
+                "ties": TIE_RULE,
             },
             "versions": {"scikit-learn": dist_version("scikit-learn"), "emplifai": dist_version("emplifai")},
             **self.extra,
@@ -100,7 +109,9 @@ def evaluate(items: Sequence[Scored], scorers: Scorers) -> dict[str, Any]:
         return {
             "n": n,
             "accuracy": sum(r["correct"] for r in rows) / n if n else None,
-            "top3_accuracy": (sum(top3) / len(top3)) if top3 and len(top3) == n else None,
+            # over the items that have a ranking (failed and unparsed items have none), with that n beside it
+            "top3_accuracy": (sum(top3) / len(top3)) if top3 else None,
+            "top3_n": len(top3),
             "fasttext_cosine": _mean([r["cos"] for r in rows if r.get("cos") is not None]) if scorers.vectors else None,
             "bertscore_precision": _mean([r["p"] for r in rows if r.get("p") is not None]) if scorers.bert else None,
             "bertscore_recall": _mean([r["r"] for r in rows if r.get("r") is not None]) if scorers.bert else None,
@@ -114,7 +125,9 @@ def evaluate(items: Sequence[Scored], scorers: Scorers) -> dict[str, Any]:
     # that is all 28. The unparsed column is not a class of its own, only a miss.
     present = [n for n in names if n in set(gold) | set(pred)]
     out["macro_f1"] = float(f1_score(gold, pred, labels=present, average="macro", zero_division=0)) if items else None
-    out["unparsed"] = sum(1 for it in items if it.predicted is None)
+    # scikit-learn's own default (labels = every value in gold or predicted, "(unparsed)" included as a class)
+    out["macro_f1_sklearn_default"] = float(f1_score(gold, pred, average="macro", zero_division=0)) if items else None
+    out["unparsed"] = sum(1 for it in items if it.predicted is None and it.status != "failed")
     out["failed"] = sum(1 for it in items if it.status == "failed")
     out["cosine_missing"] = sum(1 for r in per_item if r.get("cos") is None) if scorers.vectors else None
     out["cosine_fallbacks"] = dict(Counter(r["cos_how"] for r in per_item if r.get("cos_how")).most_common())

@@ -122,7 +122,10 @@ def score_item(llm: LLM, prompt: str, prior: Sequence[float] | None = None) -> I
     }
     if prior is not None:
         dist["calibrated"] = {n: math.exp(x) for n, x in zip(names, final, strict=True)}
-    top3 = [names[i] for i in order[:3]]
+    if max(final) - min(final) == 0.0:  # nothing to rank: no prediction, and no tie-break pretending to be one
+        return ItemResult(PredStatus.UNPARSED, None, "undecided: all 28 labels have the same score",
+                          distribution=dist)
+    top3 = [names[i] for i in order[:3]]  # stable sort: equal scores keep Table-1 order (metrics.labels.TIE_RULE)
     return ItemResult(PredStatus.OK, top3[0], "calibrated top-1" if prior else "top-1 log-likelihood",
                       top3=top3, distribution=dist)
 

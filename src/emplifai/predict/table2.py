@@ -23,7 +23,7 @@ from emplifai.store.db import Store
 from emplifai.store.predict import PredictionMetrics
 
 TABLE_KEYS = ("fasttext_cosine", "bertscore_precision", "bertscore_recall", "bertscore_f1", "accuracy", "macro_f1",
-              "top3_accuracy", "n", "unparsed")
+              "top3_accuracy", "top3_n", "n", "unparsed", "failed")
 
 
 def slug(model: str) -> str:
@@ -89,7 +89,7 @@ def markdown(results: Sequence[dict[str, Any]], split: str) -> str:
     """Table 2 and each model's per-group results as Markdown (model_entry() or stored_results() outputs)."""
     entries = [r["entry"] for r in results]
     head = ["Model", "Word-vector cosine", "BERTScore P", "BERTScore R", "BERTScore F1", "Accuracy", "Macro-F1",
-            "Top-3", "n", "Unparsed"]
+            "Top-3", "Top-3 n", "n", "Unparsed", "Failed"]
     lines = [f"# Table 2: reverse-engineering evaluation ({split} split)", "", "| " + " | ".join(head) + " |",
              "|" + "---|" * len(head)]
     for e in entries:
