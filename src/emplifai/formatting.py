@@ -6,6 +6,9 @@ A missing number is "–" everywhere (Markdown, HTML, CLI), never "None", "nan" 
 
 from __future__ import annotations
 
+import json
+import math
+
 MISSING = "–"
 
 
@@ -34,3 +37,19 @@ def pvalue(p: float | None) -> str:
     if p is None:
         return MISSING
     return "<1e-4" if p < 1e-4 else f"{p:.4f}"
+
+
+def finite_or_none(x: object) -> object:
+    """The value with every non-finite float (NaN, ±inf) replaced by None, through dicts, lists and tuples."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: finite_or_none(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [finite_or_none(v) for v in x]
+    return x
+
+
+def to_json(data: object, *, indent: int | None = 2) -> str:
+    """Strict JSON (RFC 8259) for every file and report emplifai writes: a missing number is null, never NaN."""
+    return json.dumps(finite_or_none(data), indent=indent, ensure_ascii=False, allow_nan=False, default=str)

@@ -95,3 +95,13 @@ def test_non_finite_scores_are_refused_not_turned_into_nan_json() -> None:
         pair_stats([1.0, 2.0, float("nan"), 4.0], [1.0, 2.0, 3.0, 4.0])
     with pytest.raises(UserError, match="human scores"):
         pair_stats([1.0, 2.0, 3.0, 4.0], [1.0, float("inf"), 3.0, 4.0])
+
+
+def test_every_json_emplifai_writes_is_strict() -> None:
+    import json
+
+    from emplifai.formatting import to_json
+
+    text = to_json({"r": float("nan"), "ci": [float("inf"), 0.5], "nested": {"x": (float("-inf"),)}})
+    assert json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}")) == {
+        "r": None, "ci": [None, 0.5], "nested": {"x": [None]}}

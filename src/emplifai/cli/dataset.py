@@ -17,6 +17,7 @@ from emplifai.dataset.export import export_store
 from emplifai.dataset.formats import FORMATS
 from emplifai.dataset.splits import make_split
 from emplifai.errors import InputError, UserError
+from emplifai.formatting import to_json
 from emplifai.records import STATUSES, Action, Status
 from emplifai.store.db import open_store
 from emplifai.store.repo import LIVE, iter_records
@@ -95,7 +96,7 @@ def stats_(
     with store.open_session() as s:
         result = stats.compute(iter_records(s), near=near)
     if as_json:
-        print(json.dumps(result, ensure_ascii=False, indent=2))
+        print(to_json(result))
         return
     _print_stats(result)
 

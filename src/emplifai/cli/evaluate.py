@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -11,7 +10,7 @@ import typer
 from emplifai.cli.common import DbOpt, console, err_console, progress_bar
 from emplifai.errors import UserError
 from emplifai.evaluate.rubrics import METRICS
-from emplifai.formatting import num
+from emplifai.formatting import num, to_json
 from emplifai.store.db import open_store
 from emplifai.store.evaluation import HUMAN_SOURCE
 
@@ -188,7 +187,7 @@ def ratings_summary(
 
     sm = summary(_store(db), sample_name, source)
     if as_json:
-        print(json.dumps(sm, ensure_ascii=False, indent=2))
+        print(to_json(sm))
     else:
         _print_summary(sm)
 

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from emplifai.cli.common import DbOpt, ProgressBoard, console, err_console
 from emplifai.errors import UserError
+from emplifai.formatting import to_json
 
 
 def synth(
@@ -95,7 +96,7 @@ def synth(
         n = _export_rejected(store, report.run_id, syn.key, export_rejected)
         err_console.print(f"wrote {n} rejected/failed candidates to {export_rejected}")
     if as_json:
-        print(json.dumps(report.as_dict(), ensure_ascii=False, indent=2))
+        print(to_json(report.as_dict()))
         return
     c = report.counts
     console.print(
@@ -126,7 +127,7 @@ class _NoModel:
 def _print_plan(plans: list, as_json: bool) -> None:
     rows = [p.as_row() for p in plans]
     if as_json:
-        print(json.dumps(rows, ensure_ascii=False, indent=2))
+        print(to_json(rows))
         return
     t = Table(title="deficit per emotion (live dialogues; target = dialogues per emotion)")
     for col in ("emotion", "ja", "situations", "dialogues", "target", "deficit", "open", "pair_top_ups",

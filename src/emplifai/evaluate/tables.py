@@ -8,7 +8,6 @@ Every JSON carries its provenance: judge spec + signature, prompt versions, samp
 
 from __future__ import annotations
 
-import json
 import statistics
 from collections import defaultdict
 from importlib import metadata
@@ -25,7 +24,7 @@ from emplifai.evaluate.judge import item_scores, spread
 from emplifai.evaluate.ratings import human_scores, summary
 from emplifai.evaluate.rubrics import METRICS
 from emplifai.evaluate.sample import require_sample
-from emplifai.formatting import MISSING, num, pvalue
+from emplifai.formatting import MISSING, num, pvalue, to_json
 from emplifai.store.db import Store
 from emplifai.store.evaluation import Generation, JudgeScore
 
@@ -204,7 +203,7 @@ def md_bias(b: dict[str, Any]) -> str:
 
 def write(out: Path, name: str, data: dict[str, Any], markdown: str) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{name}.json").write_text(json.dumps(data, ensure_ascii=False, indent=2), encoding="utf-8")
+    (out / f"{name}.json").write_text(to_json(data), encoding="utf-8")
     (out / f"{name}.md").write_text(markdown, encoding="utf-8")
     return [out / f"{name}.json", out / f"{name}.md"]
 

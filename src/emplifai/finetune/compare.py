@@ -15,7 +15,6 @@ what produced every number (specs, LLM signatures, judge, sample, prompt version
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from emplifai.evaluate.judge import JudgeConfig, item_scores
 from emplifai.evaluate.judge import judge as run_judge
 from emplifai.evaluate.rubrics import METRICS, check_metrics
 from emplifai.evaluate.sample import make_sample, population
-from emplifai.formatting import delta, num, pct
+from emplifai.formatting import delta, num, pct, to_json
 from emplifai.llm import registry
 from emplifai.predict.runs import PredictConfig, load_predictions, predict_split
 from emplifai.prompts.generation import PROMPT_VERSION
@@ -154,7 +153,7 @@ def run(*, before: str, after: str, out: str | os.PathLike[str] = "compare", n: 
     md = render_markdown(table)
     out.mkdir(parents=True, exist_ok=True)
     md_path, json_path = out / "compare.md", out / "compare.json"
-    for path, text in ((md_path, md), (json_path, json.dumps(table, indent=2, ensure_ascii=False, default=str))):
+    for path, text in ((md_path, md), (json_path, to_json(table))):
         tmp = path.with_suffix(path.suffix + ".tmp")
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from emplifai.errors import UserError
+from emplifai.formatting import to_json
 from emplifai.llm import embedded
 from emplifai.prompts import generation
 from emplifai.provenance import dist_version, file_sha256
@@ -203,7 +204,7 @@ def run(cfg: FinetuneConfig, out: str | os.PathLike[str], db: str | None = None,
         "log_history": history,
     }
     tmp_m = out / "metrics.json.tmp"
-    tmp_m.write_text(json.dumps(metrics, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
+    tmp_m.write_text(to_json(metrics), encoding="utf-8")
     os.replace(tmp_m, out / "metrics.json")
     return FinetuneResult(out, adapter_dir, gguf_path, metrics["spec"], metrics)
 

@@ -7,7 +7,6 @@ Reads stored predictions only (through :mod:`emplifai.predict.runs`) and the met
 from __future__ import annotations
 
 import csv
-import json
 import math
 import re
 from collections.abc import Sequence
@@ -17,7 +16,7 @@ from typing import Any
 from sqlalchemy import delete, select
 
 from emplifai import taxonomy
-from emplifai.formatting import num
+from emplifai.formatting import num, to_json
 from emplifai.metrics import UNPARSED_COL, Scored, Scorers, answer_text, evaluate
 from emplifai.store.db import Store
 from emplifai.store.predict import PredictionMetrics
@@ -165,12 +164,12 @@ def write_report(out: Path, results: Sequence[dict[str, Any]], split: str) -> di
     entries = [r["entry"] for r in results]
     files: dict[str, Path] = {}
     js = out / "table2.json"
-    js.write_text(json.dumps({"split": split, "models": entries}, indent=2, ensure_ascii=False), encoding="utf-8")
+    js.write_text(to_json({"split": split, "models": entries}), encoding="utf-8")
     files["json"] = js
     for r in results:
         s = slug(r["entry"]["model"])
         detail = {k: v for k, v in r["metrics"].items() if k != "signature"}
-        (out / f"metrics_{s}.json").write_text(json.dumps(detail, indent=2, ensure_ascii=False), encoding="utf-8")
+        (out / f"metrics_{s}.json").write_text(to_json(detail), encoding="utf-8")
         write_per_emotion(out / f"per_emotion_{s}.csv", r["metrics"])
         plot_confusion(out / f"confusion_{s}.png", r["metrics"], f"{r['entry']['model']}（n={r['entry']['n']}）")
         files[f"confusion:{s}"] = out / f"confusion_{s}.png"

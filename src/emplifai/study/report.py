@@ -6,7 +6,6 @@ Images are embedded as data URIs so the HTML can be mailed or archived as a sing
 from __future__ import annotations
 
 import base64
-import json
 import platform
 import re
 from datetime import UTC, datetime
@@ -20,7 +19,7 @@ from emplifai.errors import UserError
 from emplifai.evaluate import tables
 from emplifai.evaluate.rubrics import METRICS
 from emplifai.evaluate.rubrics import label as metric_label
-from emplifai.formatting import num
+from emplifai.formatting import num, to_json
 from emplifai.predict.table2 import TABLE_KEYS, plot_confusion, slug, stored_results
 from emplifai.predict.table2 import markdown as table2_markdown
 from emplifai.store.repo import iter_records
@@ -158,7 +157,7 @@ def build_report(study: Study) -> dict[str, Path]:
         "per_emotion": _data_uri(per_emotion) if per_emotion else None,
         "eval": evaluation, "metrics": METRICS, "metric_label": metric_label,
         "plots": [_data_uri(p) for p in evaluation["plots"]], "provenance": provenance,
-        "provenance_json": json.dumps(provenance, indent=2, ensure_ascii=False, default=str),
+        "provenance_json": to_json(provenance),
     }
     from jinja2 import Environment, PackageLoader, select_autoescape
 

@@ -27,6 +27,7 @@ from emplifai.evaluate.judge import JudgeConfig, judge
 from emplifai.evaluate.ratings import import_sheets
 from emplifai.evaluate.rubrics import METRICS
 from emplifai.evaluate.sample import make_sample
+from emplifai.formatting import to_json
 from emplifai.predict.validate import validate_taxonomy
 from emplifai.provenance import json_digest, path_digest
 from emplifai.store.db import open_store
@@ -141,7 +142,7 @@ class State:
     def finish(self, stage: str, fingerprint: str, summary: dict[str, Any], seconds: float) -> None:
         self.data[stage] = {"fingerprint": fingerprint, "summary": summary, "seconds": round(seconds, 2)}
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.data, indent=2, ensure_ascii=False))
+        tmp.write_text(to_json(self.data))
         tmp.replace(self.path)  # a kill never leaves a half-written state
 
 Notify = Callable[[str], None]
