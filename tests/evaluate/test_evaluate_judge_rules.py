@@ -165,3 +165,25 @@ def test_prompt_version_change_needs_replace(sqlite_url: str) -> None:
         assert s.scalars(select(JudgeScore.score)).all() == [5]
         assert s.scalar(select(Generation.source)) == "human"
     store.dispose()
+
+
+def test_table4_counts_failures_per_item_and_flags_rule_only_means(sqlite_url: str) -> None:
+    """Regression: "1.00 (34 fail)" for n = 30 counted repeats and showed a mean of rule scores alone."""
+    from emplifai.evaluate.tables import md4, table4
+    from emplifai.store.db import Store
+
+    store = seeded_store(Store(sqlite_url), n=3, malformed=1)
+    j = FakeLLM.named("judge")
+    # repeats=2: the three human items and the two well-formed fake items fail every attempt; the malformed fake
+    # item gets the rule score, so the fake source's mean rests on the rule alone.
+    j.enqueue(["no json"] * 5 * 2 * 3)
+    judge(store, JudgeConfig(spec="fake:judge", metrics=("fluency",), retries=2, repeats=2))
+    t = table4(store, "fake:judge")
+    by_src = {src: e["metrics"]["fluency"] for src, e in t["rows"].items()}
+    fake = next(v for k, v in by_src.items() if k != "human")
+    assert fake["failures"] == 2 and fake["failed_attempts"] == 4  # two items, two failed repeats each
+    assert (fake["scored"], fake["judged"], fake["rule_scored"], fake["mean"]) == (1, 0, 1, 1.0)
+    assert by_src["human"]["failures"] == 3 and by_src["human"]["mean"] is None
+    md = md4(t)
+    assert "1.00 (n=1, rule scores only, 2 failed)" in md and "– (3 failed)" in md
+    store.dispose()

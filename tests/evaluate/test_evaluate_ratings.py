@@ -232,7 +232,8 @@ def test_table4_and_table5_reports(store, tmp_path: Path) -> None:
     row = t4["rows"]["human"]
     assert (row["n"], row["malformed"], row["non_japanese"]) == (10, 0, 0)
     assert row["metrics"]["general_empathy"]["mean"] == pytest.approx(np.mean(judge_scores))
-    assert row["metrics"]["security"] == {"mean": 5.0, "mean_wellformed": 5.0, "scored": 10, "failures": 0}
+    assert row["metrics"]["security"] == {"mean": 5.0, "mean_wellformed": 5.0, "scored": 10, "failures": 0,
+                                          "judged": 10, "rule_scored": 0, "failed_attempts": 0}
     assert t4["provenance"]
     t5 = table5(store, "fake:judge", "human", n_boot=200)
     assert set(t5["metrics"]) == {"general_empathy", "security"}

@@ -61,11 +61,18 @@ def table4(store: Store, judge: str, sample: str = "default", weighted: bool = F
     rows: dict[str, Any] = {}
     with store.transaction() as s:
         gens = {g.id: g for g in s.scalars(select(Generation).where(Generation.sample_name == sample))}
-        fails = defaultdict(int)
-        for r in s.scalars(select(JudgeScore).where(JudgeScore.judge == judge, JudgeScore.layout == "standard",
-                                                    JudgeScore.failure.is_not(None))):
-            if r.generation_id in gens:
-                fails[(gens[r.generation_id].source, r.metric)] += 1
+        failed_rows: dict[tuple[str, str], int] = defaultdict(int)  # every failed attempt, repeats included
+        failed: set[tuple[int, str]] = set()  # (item, metric) with at least one failed judgement
+        judged: set[tuple[int, str]] = set()  # (item, metric) with a score from the judge itself (not the rule)
+        for r in s.scalars(select(JudgeScore).where(JudgeScore.judge == judge, JudgeScore.layout == "standard")):
+            if r.generation_id not in gens:
+                continue
+            key = (r.generation_id, r.metric)
+            if r.failure is not None:
+                failed_rows[(gens[r.generation_id].source, r.metric)] += 1
+                failed.add(key)
+            elif r.rule is None and r.score is not None:
+                judged.add(key)
     scores = item_scores(store, judge, sample, weighted=weighted)
     if not scores:
         raise UserError(f"no scores of judge {judge!r} in sample {sample!r}; run `emplifai judge` first")
@@ -76,12 +83,16 @@ def table4(store: Store, judge: str, sample: str = "default", weighted: bool = F
                                  "non_japanese": sum(gens[i].non_japanese for i in ids), "metrics": {}}
         for m in METRICS:
             per_item = {i: statistics.fmean(scores[(i, m)]) for i in ids if (i, m) in scores}
-            if not per_item and not fails.get((src, m)):
+            unscored = [i for i in ids if (i, m) in failed and (i, m) not in scores]
+            if not per_item and not unscored:
                 continue
+            n_judged = sum(1 for i in per_item if (i, m) in judged)
             entry["metrics"][m] = {
                 "mean": _mean(list(per_item.values())),
                 "mean_wellformed": _mean([v for i, v in per_item.items() if i not in malformed]),
-                "scored": len(per_item), "failures": fails.get((src, m), 0),
+                "scored": len(per_item), "failures": len(unscored),
+                "judged": n_judged, "rule_scored": len(per_item) - n_judged,
+                "failed_attempts": failed_rows.get((src, m), 0),
             }
         if entry["metrics"]:
             rows[src] = entry
@@ -138,6 +149,18 @@ def bias(store: Store, judge: str, sample: str = "default", layout: str = "block
 
 
 # ---------------------------------------------------------------------------------------------- markdown
+def _table4_cell(x: dict[str, Any] | None) -> str:
+    """The mean with the n it rests on; items left unscored by failures; a mean of rule scores only says so."""
+    if x is None or x["mean"] is None:
+        return MISSING + (f" ({x['failures']} failed)" if x and x["failures"] else "")
+    notes = [f"n={x['scored']}"]
+    if x["judged"] == 0:
+        notes.append("rule scores only")
+    if x["failures"]:
+        notes.append(f"{x['failures']} failed")
+    return f"{num(x['mean'])} ({', '.join(notes)})"
+
+
 def _r_with_p(v: dict[str, Any]) -> str:
     return MISSING if v["pearson_r"] is None else f"{v['pearson_r']:.3f} (p {pvalue(v['pearson_p'])})"
 
@@ -150,12 +173,12 @@ def md4(t: dict[str, Any]) -> str:
     for src, e in t["rows"].items():
         cells = []
         for m in METRICS:
-            x = e["metrics"].get(m)
-            fails = f" ({x['failures']} fail)" if x and x["failures"] else ""
-            cells.append(MISSING if x is None else num(x["mean"]) + fails)
+            cells.append(_table4_cell(e["metrics"].get(m)))
         lines.append(f"| {src} ({e['n']}) | " + " | ".join(cells) + f" | {e['malformed']} | {e['non_japanese']} |")
-    lines += ["", "Malformed generations get the lowest score (1) on every metric by rule (paper §5.1); means over "
-              "well-formed generations only and judge failures (score NULL, raw output stored) are in table4.json."]
+    lines += ["", "Each cell: the mean over the items that have a score (n), malformed generations at the lowest score "
+              "(1) by rule (paper §5.1); \"rule scores only\" marks a mean no judge answer contributed to; \"failed\" "
+              "counts items the judge never scored (every attempt failed; raw outputs stored). Means over well-formed "
+              "generations only and the failed attempts (repeats included) are in table4.json."]
     if t["spread"]:
         lines += ["", "Repeat spread (mean per-item SD): " + ", ".join(
             f"{rubrics.label(m)} {v['mean_sd']:.2f}" for m, v in t["spread"].items())]
