@@ -128,8 +128,9 @@ def icc_oneway(matrix: Sequence[Sequence[float]]) -> dict[str, float | int | str
     return out
 
 
-def kripp_alpha(reliability: Sequence[Sequence[float | None]]) -> float | None:
-    """Krippendorff's alpha, ordinal, values 1–5; rows are raters, columns items, None = not rated."""
+def kripp_alpha(reliability: Sequence[Sequence[float | None]], level: str = "ordinal") -> float | None:
+    """Krippendorff's alpha on the 1–5 scale (``level`` "ordinal", the reported one, or "interval"); rows are
+    raters, columns items, None = not rated."""
     import krippendorff
 
     data = np.asarray([[np.nan if v is None else float(v) for v in row] for row in reliability], dtype=float)
@@ -139,8 +140,8 @@ def kripp_alpha(reliability: Sequence[Sequence[float | None]]) -> float | None:
     if len(np.unique(values)) < 2:
         return None  # a single value used by everyone: alpha is undefined
     try:
-        a = krippendorff.alpha(reliability_data=data, level_of_measurement="ordinal",
-                               value_domain=[1, 2, 3, 4, 5])
+        a = krippendorff.alpha(reliability_data=data, level_of_measurement=level,
+                               value_domain=[1, 2, 3, 4, 5] if level == "ordinal" else None)
     except (ValueError, ZeroDivisionError):
         return None
     return _round(a)

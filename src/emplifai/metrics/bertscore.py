@@ -83,6 +83,10 @@ class BertScorer:
                 "encoder": str(self.encoder_dir),
                 "encoder_sha256": _folder_fingerprint(self.encoder_dir),
                 "layer": self.cfg.layer,
+                # bert-score's num_layers: the encoder cut to its first `layer` blocks and then run whole (a
+                # decoder's final norm included), which is not transformers' output_hidden_states[layer]
+                "layer_convention": "bert_score.utils.get_model(num_layers=layer): truncated model, final norm "
+                                    "applied; differs from hidden_states[layer]",
                 "idf": False,
                 "special_token_weight": 0.0,
                 "rescale_with_baseline": False,
