@@ -161,3 +161,9 @@ def test_split_groups_situations_that_share_their_text(store: Store, tmp_path) -
         where = split_of(s, require_manifest(s))
     assert {where[t] == where[o] for t, o in twins.items()} == {True}
     assert len({where[o] for o in twins.values()}) > 1  # the twins are not simply all in one split
+
+
+def test_empty_statistics_report_nothing_rather_than_zero() -> None:
+    out = stats.compute([])
+    assert out["lengths_chars"]["patient"]["mean"] is None and out["dialogues_per_pair"]["mean"] is None
+    assert out["dialogues"] == 0 and out["balance"]["dialogues_normalised_entropy"] is None

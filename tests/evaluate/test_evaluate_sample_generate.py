@@ -118,3 +118,10 @@ def test_human_source_and_reserved_name(store, tmp_path: Path) -> None:
     assert all(g.patient.startswith("患者の発話") and g.supporter.startswith("支援者の返答") for g in rows)
     with pytest.raises(UserError, match="reserved"):
         generate(store, spec="fake:x", label="human", llm=FakeLLM("x"))
+
+
+def test_a_negative_seed_is_a_clear_error(store) -> None:  # type: ignore[no-untyped-def]
+    from emplifai.evaluate.sample import make_sample
+
+    with pytest.raises(UserError, match="--seed must be a whole number from 0"):
+        make_sample(store, n=2, seed=-1)

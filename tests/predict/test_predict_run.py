@@ -141,3 +141,13 @@ def test_table2_is_stored_signed_and_read_back_without_the_files(store: Store, t
     validate.validate_taxonomy(store, models=["fake:t2s"], limit=3, baseline=False, out=tmp_path / "o",
                                notify=lambda m: None)
     assert len(table2.stored_results(store, [run_id], "test")) == 1
+
+
+def test_limit_takes_a_stratified_subset_not_the_first_rows(store: Store, tmp_path: Path) -> None:
+    """Regression: --limit N took the first N dialogues of the split (all Admiration/Amusement/Anger)."""
+    seed_store(store, tmp_path)
+    items, *_ = runs.select_items(store, "test", None)
+    some, *_ = runs.select_items(store, "test", 5)
+    emotions_in_split = {it.emotion for it in items}
+    assert len(some) == min(5, len(items)) and len({it.emotion for it in some}) == min(5, len(emotions_in_split))
+    assert [it.dialogue_id for it in runs.select_items(store, "test", 5)[0]] == [it.dialogue_id for it in some]

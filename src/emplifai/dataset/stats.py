@@ -13,18 +13,21 @@ from emplifai.dataset import dedup
 from emplifai.records import Record
 
 
-def _summary(values: list[int]) -> dict[str, float]:
-    if not values:
-        return {"mean": 0.0, "median": 0.0, "min": 0, "max": 0}
+def _summary(values: list[int]) -> dict[str, float | None]:
+    if not values:  # nothing to describe: no number, rather than a mean of 0 that reads like a measurement
+        return {"mean": None, "median": None, "min": None, "max": None}
     return {"mean": round(statistics.fmean(values), 2), "median": statistics.median(values),
             "min": min(values), "max": max(values)}
 
 
-def normalised_entropy(counts: Iterable[int], k: int = len(taxonomy.LABELS)) -> float:
-    """Shannon entropy of the distribution divided by log(k): 1.0 is perfectly balanced over k labels."""
+def normalised_entropy(counts: Iterable[int], k: int = len(taxonomy.LABELS)) -> float | None:
+    """Shannon entropy of the distribution divided by log(k): 1.0 is perfectly balanced over k labels; None
+    when there is nothing to count."""
     counts = [c for c in counts if c > 0]
     total = sum(counts)
-    if total == 0 or k < 2:
+    if total == 0:
+        return None
+    if k < 2:
         return 0.0
     h = -sum(c / total * math.log(c / total) for c in counts)
     return round(max(h, 0.0) / math.log(k), 4)

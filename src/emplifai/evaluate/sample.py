@@ -65,6 +65,8 @@ def make_sample(store: Store, *, n: int = 100, seed: int = 42, name: str = "defa
     to one split of the stored manifest (the before/after comparison draws from the test split)."""
     import sklearn
 
+    if not 0 <= seed < 2**32:  # scikit-learn's random_state range; say so instead of a traceback
+        raise UserError(f"--seed must be a whole number from 0 to {2**32 - 1}, got {seed}")
     with store.transaction() as s:
         pop = population(s, split)
         items = draw(pop, n, seed, stratify)

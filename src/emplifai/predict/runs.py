@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
+from emplifai import taxonomy
 from emplifai.provenance import json_digest
 from emplifai.records import Record
 from emplifai.store.predict import Prediction, PredStatus
@@ -82,7 +83,10 @@ def run_id(model: str, signature: dict[str, Any], cfg: PredictConfig, manifest_i
     return json_digest(payload, 24)
 
 def select_items(store: Store, split: str, limit: int | None) -> tuple[list[Record], list[Record], int, str]:
-    """(items of the split, training pool, manifest id, manifest hash); items in a stable order."""
+    """(items of the split, training pool, manifest id, manifest hash); items in a stable order.
+
+    ``limit`` takes a stratified subset, not the first N rows (which would be a few emotions only): the emotions
+    in Table-1 order take turns, each giving its next dialogue in stored order, until N are chosen."""
 
     with store.transaction() as s:
         manifest = require_manifest(s)
@@ -90,8 +94,21 @@ def select_items(store: Store, split: str, limit: int | None) -> tuple[list[Reco
         pool = list(iter_records(s, split="train", manifest=manifest))
         mid, mhash = manifest.id, manifest.content_hash
     if limit is not None:
-        items = items[:limit]
+        items = stratified_head(items, limit)
     return items, pool, mid, mhash
+
+
+def stratified_head(items: Sequence[Record], limit: int) -> list[Record]:
+    by_emotion: dict[str, list[Record]] = {}
+    for it in items:
+        by_emotion.setdefault(it.emotion, []).append(it)
+    queues = [by_emotion[lab.en] for lab in taxonomy.LABELS if lab.en in by_emotion]
+    out: list[Record] = []
+    depth = 0
+    while len(out) < limit and any(depth < len(q) for q in queues):
+        out += [q[depth] for q in queues if depth < len(q)][: limit - len(out)]
+        depth += 1
+    return out
 
 def finished_ids(store: Store, rid: str) -> set[str]:
     """Dialogues of a run that need no more work (a label or an unparsed answer; failures are retried)."""
