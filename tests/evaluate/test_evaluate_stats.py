@@ -105,3 +105,14 @@ def test_every_json_emplifai_writes_is_strict() -> None:
     text = to_json({"r": float("nan"), "ci": [float("inf"), 0.5], "nested": {"x": (float("-inf"),)}})
     assert json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}")) == {
         "r": None, "ci": [None, 0.5], "nested": {"x": [None]}}
+
+
+def test_summaries_say_what_produced_them(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from emplifai.dataset import stats
+    from emplifai.dataset.formats import check_record, iter_rows
+    from emplifai.dataset.ingest import bundled_corpus_path
+
+    recs = [check_record(r)[0] for r in iter_rows(bundled_corpus_path())][:30]
+    a, b = stats.compute(recs, near=False), stats.compute(recs[:-1], near=False)
+    assert a["provenance"]["emplifai"] and len(a["provenance"]["content_sha256"]) == 64
+    assert a["provenance"]["content_sha256"] != b["provenance"]["content_sha256"]

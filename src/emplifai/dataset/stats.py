@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import statistics
 from collections import Counter, defaultdict
@@ -10,6 +11,7 @@ from typing import Any
 
 from emplifai import taxonomy
 from emplifai.dataset import dedup
+from emplifai.provenance import dist_version
 from emplifai.records import Record
 
 
@@ -43,7 +45,10 @@ def compute(records: Iterable[Record], near: bool = True) -> dict[str, Any]:
     texts: list[str] = []
     status = Counter[str]()
     source = Counter[str]()
+    content = hashlib.sha256()
     for r in records:
+        content.update("\x1f".join((r.dialogue_id, r.situation_id, r.emotion, r.situation, r.patient, r.supporter,
+                                     r.status, r.source)).encode() + b"\x1e")
         sits[r.emotion].add(r.situation_id)
         dlg[r.emotion] += 1
         per_pair[r.situation_id] += 1
@@ -83,5 +88,9 @@ def compute(records: Iterable[Record], near: bool = True) -> dict[str, Any]:
             "near_threshold": dedup.NEAR_THRESHOLD if near else None,
         },
         "status": dict(sorted(status.items())),
+        "provenance": {"emplifai": dist_version("emplifai"), "datasketch": dist_version("datasketch"),
+                       "content_sha256": content.hexdigest(),
+                       "near_duplicates": f"MinHash over character {dedup.SHINGLE}-grams, {dedup.NUM_PERM} "
+                                          f"permutations, Jaccard ≥ {dedup.NEAR_THRESHOLD}"},
         "source": dict(sorted(source.items())),
     }

@@ -28,6 +28,7 @@ from emplifai.evaluate.groups import GROUP_SIZE, RATERS_PER_GROUP, rating_groups
 from emplifai.evaluate.rubrics import METRICS
 from emplifai.prompts import judge as jp
 from emplifai.prompts.generation import format_dialogue
+from emplifai.provenance import dist_version, json_digest
 from emplifai.store.db import Store
 from emplifai.store.evaluation import Generation, Rating
 from emplifai.store.models import Situation
@@ -271,7 +272,13 @@ def summary(store: Store, sample: str, source: str) -> dict[str, Any]:
     """Per metric: items, raters, per-dialogue means, Krippendorff's alpha (ordinal), ICC(1,1) and ICC(1,k)."""
     scores = human_scores(store, sample, source)
     raters = sorted({r for d in scores.values() for r in d})
-    out: dict[str, Any] = {"sample": sample, "source": source, "raters": len(raters), "metrics": {}}
+    rows = sorted((gid, m, r, v) for (gid, m), d in scores.items() for r, v in d.items())
+    out: dict[str, Any] = {"sample": sample, "source": source, "raters": len(raters), "metrics": {},
+                           "provenance": {"emplifai": dist_version("emplifai"),
+                                          "krippendorff": dist_version("krippendorff"), "numpy": dist_version("numpy"),
+                                          "ratings_sha256": json_digest(rows, 64), "ratings": len(rows),
+                                          "alpha": "Krippendorff's alpha, ordinal, values 1–5",
+                                          "icc": "one-way random effects ICC(1,1) and ICC(1,k), complete items only"}}
     for m in METRICS:
         items = {gid: d for (gid, metric), d in scores.items() if metric == m}
         if not items:

@@ -161,6 +161,11 @@ def _table4_cell(x: dict[str, Any] | None) -> str:
     return f"{num(x['mean'])} ({', '.join(notes)})"
 
 
+def _ci(v: dict[str, Any], key: str) -> str:
+    ci = (v.get("ci95") or {}).get(key)
+    return "[{:.2f}, {:.2f}]".format(*ci) if ci else ""
+
+
 def _r_with_p(v: dict[str, Any]) -> str:
     return MISSING if v["pearson_r"] is None else f"{v['pearson_r']:.3f} (p {pvalue(v['pearson_p'])})"
 
@@ -191,10 +196,10 @@ def md5(t: dict[str, Any]) -> str:
         "LLM judge mean": [num(t["metrics"][m]["judge_mean"]) for m in ms],
         "Human mean": [num(t["metrics"][m]["human_mean"]) for m in ms],
         "Pearson r (p)": [_r_with_p(t["metrics"][m]) for m in ms],
-        "Spearman ρ": [num(t["metrics"][m]["spearman_rho"], 3) for m in ms],
-        "MAD [95% CI]": [f"{num(t['metrics'][m]['mad'], 3)} " + (
-            "[{:.2f}, {:.2f}]".format(*t["metrics"][m]["ci95"]["mad"]) if t["metrics"][m]["ci95"].get("mad") else "")
-            for m in ms],
+        "Pearson r 95% CI": [_ci(t["metrics"][m], "pearson_r") for m in ms],
+        "Spearman ρ [95% CI]": [f"{num(t['metrics'][m]['spearman_rho'], 3)} {_ci(t['metrics'][m], 'spearman_rho')}"
+                                for m in ms],
+        "MAD [95% CI]": [f"{num(t['metrics'][m]['mad'], 3)} {_ci(t['metrics'][m], 'mad')}" for m in ms],
         "Krippendorff α (raters)": [num(t["metrics"][m]["alpha_ordinal"], 3) for m in ms],
         "ICC(1,k) (raters)": [num(t["metrics"][m]["icc1k"], 3) for m in ms],
     }
@@ -203,8 +208,15 @@ def md5(t: dict[str, Any]) -> str:
              "|---|" + "---|" * len(ms)]
     lines += [f"| {k} | " + " | ".join(v) + " |" for k, v in rows.items()]
     notes = [f"- {rubrics.label(m)}: {t['metrics'][m]['note']}" for m in ms if t["metrics"][m]["note"]]
-    if notes:
-        lines += ["", *notes]
+    boot = next((t["metrics"][m].get("bootstrap") for m in ms if t["metrics"][m].get("bootstrap")), None)
+    if boot:
+        undefined = {rubrics.label(m): (t["metrics"][m].get("bootstrap") or {}).get("undefined_correlation_resamples")
+                     for m in ms}
+        notes.append(f"- 95% CIs: {boot['method']}, {boot['resamples']} resamples (seed {boot['seed']}); resamples "
+                     "without a defined correlation (constant on one side): "
+                     + ", ".join(f"{k} {v}" for k, v in undefined.items() if v is not None))
+    notes.append("- p-values: two-sided (scipy.stats.pearsonr; spearmanr with its t approximation)")
+    lines += ["", *notes]
     return "\n".join(lines) + "\n"
 
 
