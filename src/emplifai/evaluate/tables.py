@@ -115,7 +115,9 @@ def table5(store: Store, judge: str, source: str, sample: str = "default", *, we
             continue
         st = pair_stats([p[0] for p in pairs], [p[1] for p in pairs], n_boot=n_boot, seed=seed)
         r = raters["metrics"].get(m, {})
-        metrics[m] = {**st, "alpha_ordinal": r.get("alpha_ordinal"), "icc1": r.get("icc1"), "icc1k": r.get("icc1k")}
+        metrics[m] = {**st, "alpha_ordinal": r.get("alpha_ordinal"), "icc1": r.get("icc1"), "icc1k": r.get("icc1k"),
+                      "icc_k": r.get("icc_k"), "icc_items": r.get("icc_items"),
+                      "icc_items_excluded": r.get("icc_items_excluded"), "icc_note": r.get("icc_note")}
     if not metrics:
         raise UserError("no dialogue has both a judge score and human ratings")
     return {"table": "5", "source": source, "weighted": weighted, "raters": raters["raters"], "metrics": metrics,
@@ -161,6 +163,13 @@ def _table4_cell(x: dict[str, Any] | None) -> str:
     return f"{num(x['mean'])} ({', '.join(notes)})"
 
 
+def _icc(v: dict[str, Any]) -> str:
+    if v.get("icc_k") is None:
+        return num(v.get("icc1k"), 3)
+    left_out = f", {v['icc_items_excluded']} incomplete left out" if v.get("icc_items_excluded") else ""
+    return f"{num(v.get('icc1k'), 3)} (k={v['icc_k']}, {v['icc_items']} items{left_out})"
+
+
 def _ci(v: dict[str, Any], key: str) -> str:
     ci = (v.get("ci95") or {}).get(key)
     return "[{:.2f}, {:.2f}]".format(*ci) if ci else ""
@@ -201,7 +210,7 @@ def md5(t: dict[str, Any]) -> str:
                                 for m in ms],
         "MAD [95% CI]": [f"{num(t['metrics'][m]['mad'], 3)} {_ci(t['metrics'][m], 'mad')}" for m in ms],
         "Krippendorff α (raters)": [num(t["metrics"][m]["alpha_ordinal"], 3) for m in ms],
-        "ICC(1,k) (raters)": [num(t["metrics"][m]["icc1k"], 3) for m in ms],
+        "ICC(1,k) (raters; k, items)": [_icc(t["metrics"][m]) for m in ms],
     }
     lines = ["# Table 5: judge vs human raters", "", f"Judge: `{t['provenance']['judge']}`; source: `{t['source']}`; "
              f"raters: {t['raters']}", "", "| | " + " | ".join(rubrics.label(m) for m in ms) + " |",
