@@ -119,3 +119,24 @@ def test_the_development_key_needs_dev_and_loopback(monkeypatch: pytest.MonkeyPa
     assert Settings.from_env(environment="development").secret_key == DEV_SECRET
     r = CliRunner().invoke(cli, ["serve", "--dev", "--host", "0.0.0.0", "--db", f"sqlite:///{tmp_path / 'x.db'}"])
     assert r.exit_code != 0 and isinstance(r.exception, UserError) and "loopback" in str(r.exception)
+
+
+def test_reviewers_notes_never_reach_the_worker(db_url: str) -> None:
+    """Regression: a flag reason and the lead's keep comment showed on the worker's /my page."""
+    a = create_app(settings(db_url))
+    users(a.state.store, ("w1", "worker"), ("rev", "reviewer"), ("boss", "lead"))
+    cid = campaign(a.state.store, emotions=["Joy"], round1_target=2)
+    w1, rev, boss = TestClient(a), TestClient(a), TestClient(a)
+    for c, name in ((w1, "w1"), (rev, "rev"), (boss, "boss")):
+        login(c, name)
+    loc = post(w1, "/work/claim", {"campaign_id": cid, "kind": "situation"}, page="/work").headers["location"]
+    assert post(w1, f"{loc}/submit", {"situation": "通院の帰りに、主治医から数値が良くなったと言われました。"},
+                page=loc).status_code == 303
+    claim = int(loc.rsplit("/", 1)[1])
+    assert "ワーカーに表示されます" in rev.get(f"/review/{claim}").text  # the reject form says who reads it
+    post(rev, f"/review/{claim}/flag", {"reason": "内部メモ：表現を確認"}, page=f"/review/{claim}")
+    assert "内部メモ" not in w1.get("/my").text and "内部メモ" not in w1.get(loc).text
+    post(boss, f"/lead/{claim}/keep", {"reason": "社内コメント：問題なし"}, page="/lead")
+    mine = w1.get("/my").text
+    assert "社内コメント" not in mine and "内部メモ" not in mine and "承認" in mine
+    a.state.store.dispose()
