@@ -140,3 +140,13 @@ def test_reviewers_notes_never_reach_the_worker(db_url: str) -> None:
     mine = w1.get("/my").text
     assert "社内コメント" not in mine and "内部メモ" not in mine and "承認" in mine
     a.state.store.dispose()
+
+
+def test_times_are_shown_in_the_campaign_time_zone_with_a_label() -> None:
+    from emplifai.collect.deps import format_timestamp
+
+    noon_utc = 1767268800.0  # 2026-01-01 12:00 UTC
+    assert format_timestamp(noon_utc) == "2026-01-01 21:00 JST"
+    assert format_timestamp(noon_utc, "Europe/Berlin") == "2026-01-01 13:00 CET"
+    with pytest.raises(Exception, match="unknown time zone"):
+        Settings(secret_key="x" * 40, time_zone="Mars/Olympus")

@@ -60,7 +60,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.codec = SessionCodec(settings.secret_key, settings.session_max_age)
     templates = Jinja2Templates(directory=str(TEMPLATES))
     templates.env.globals.update(ROLE_JA={str(k): v for k, v in ROLE_JA.items()}, ja=lambda e: taxonomy.get(e).ja,
-                                 label=taxonomy.get, fmt_ts=format_timestamp)
+                                 label=taxonomy.get, fmt_ts=lambda ts: format_timestamp(ts, settings.time_zone))
     app.state.templates = templates
 
     @app.exception_handler(LoginRequired)

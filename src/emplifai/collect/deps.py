@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -141,7 +142,11 @@ def redirect(url: str) -> RedirectResponse:
     return RedirectResponse(url, status_code=303)
 
 
-def format_timestamp(ts: float | None) -> str:
-    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M") if ts else ""
+def format_timestamp(ts: float | None, time_zone: str = "Asia/Tokyo") -> str:
+    """A stored UNIX time in the campaign's time zone, labelled (never the server's local time)."""
+    if not ts:
+        return ""
+    when = datetime.fromtimestamp(ts, ZoneInfo(time_zone))
+    return when.strftime("%Y-%m-%d %H:%M ") + (when.tzname() or time_zone)
 
 

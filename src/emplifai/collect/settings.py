@@ -23,6 +23,17 @@ class Settings(BaseModel):
     environment: Literal["development", "production"] = Field("production", description="--dev only.")
     session_max_age: int = Field(12 * 3600, ge=60, description="Seconds a sign-in stays valid.")
     cookie_secure: bool = Field(False, description="Send cookies over HTTPS only (set behind TLS).")
+    time_zone: str = Field("Asia/Tokyo", description="Time zone every page shows times in; EMPLIFAI_TIME_ZONE.")
+
+    @model_validator(mode="after")
+    def _time_zone_exists(self) -> Settings:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(self.time_zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {self.time_zone!r} (an IANA name such as Asia/Tokyo)") from None
+        return self
 
     @model_validator(mode="after")
     def _secret_is_real(self) -> Settings:
@@ -42,6 +53,8 @@ class Settings(BaseModel):
         values: dict[str, object] = {}
         if key := os.environ.get("EMPLIFAI_SECRET_KEY"):
             values["secret_key"] = key
+        if tz := os.environ.get("EMPLIFAI_TIME_ZONE"):
+            values["time_zone"] = tz
         if os.environ.get("EMPLIFAI_COOKIE_SECURE"):
             values["cookie_secure"] = os.environ["EMPLIFAI_COOKIE_SECURE"].lower() in ("1", "true", "yes")
         values.update({k: v for k, v in overrides.items() if v is not None})
