@@ -150,3 +150,36 @@ def test_times_are_shown_in_the_campaign_time_zone_with_a_label() -> None:
     assert format_timestamp(noon_utc, "Europe/Berlin") == "2026-01-01 13:00 CET"
     with pytest.raises(Exception, match="unknown time zone"):
         Settings(secret_key="x" * 40, time_zone="Mars/Olympus")
+
+
+def test_a_flagged_or_removed_situation_stops_collecting_dialogues(store: Store) -> None:
+    """Regression: approve a situation, flag it, the lead removes it — its round-2 task stayed open (受付中)."""
+    from emplifai.collect import assign, review
+    from emplifai.records import Kind
+    from emplifai.store.collect import User
+    from tests.collect.fixtures import bulk_workers
+
+    cid = campaign(store, emotions=["Joy"], round1_target=1, round2_target=3)
+    ids = users(store, ("rev", "reviewer"), ("boss", "lead"))
+    writer, other = bulk_workers(store, 2)
+
+    def user(uid: int) -> User:
+        with store.open_session() as s:
+            return s.get(User, uid)  # type: ignore[return-value]
+
+    c = assign.claim(store, cid, writer, Kind.SITUATION)
+    assert c is not None
+    assign.submit(store, c.claim_id, writer, {"situation": "検査の結果を待つ間、ずっと落ち着かない日が続きました。"})
+    review.approve(store, c.claim_id, user(ids["rev"]))
+    first = assign.claim(store, cid, other, Kind.DIALOGUE)
+    assert first is not None  # open after approval
+    assign.release(store, first.claim_id, other)
+    review.flag(store, c.claim_id, user(ids["rev"]), "内容を確認したい")
+    assert assign.claim(store, cid, other, Kind.DIALOGUE) is None  # closed while flagged
+    review.keep(store, c.claim_id, user(ids["boss"]))
+    again = assign.claim(store, cid, other, Kind.DIALOGUE)
+    assert again is not None  # kept: open again
+    assign.release(store, again.claim_id, other)
+    review.flag(store, c.claim_id, user(ids["rev"]), "やはり不適切")
+    review.remove(store, c.claim_id, user(ids["boss"]), "削除します")
+    assert assign.claim(store, cid, other, Kind.DIALOGUE) is None  # removed: never handed out again

@@ -74,11 +74,18 @@ def _pay(s: Session, c: Claim, camp: Campaign) -> None:
 
 
 def _promote(s: Session, c: Claim, camp: Campaign) -> None:
-    """An approved situation becomes a round-2 prompt."""
+    """An approved (or kept) situation is a round-2 prompt, open for dialogues."""
     if c.kind == Kind.SITUATION:
         sit = s.get(Situation, c.entity_id)
         assert sit is not None
-        ensure_round2_task(s, camp, sit)
+        ensure_round2_task(s, camp, sit).enabled = True
+
+
+def _close_round2(s: Session, c: Claim, camp: Campaign) -> None:
+    """A flagged (until kept) or removed situation collects no more dialogues: its round-2 task closes."""
+    if c.kind == Kind.SITUATION:
+        s.execute(Task.__table__.update().where(Task.campaign_id == camp.id, Task.kind == Kind.DIALOGUE,
+                                                Task.situation_id == c.entity_id).values(enabled=False))
 
 
 def _decide(c: Claim, reviewer: User, status: ClaimStatus, reason: str | None) -> None:
@@ -136,6 +143,7 @@ def flag(store: Store, claim_id: int, reviewer: User, reason: str) -> Claim:
         _entity_status(s, c, rule.result, reviewer.username, Action.FLAG, reason)
         _decide(c, reviewer, ClaimStatus.FLAGGED, reason)
         _pay(s, c, camp)
+        _close_round2(s, c, camp)
         return c
 
     return run_write(store, work)
@@ -186,9 +194,10 @@ def keep(store: Store, claim_id: int, lead: User, reason: str | None = None) -> 
 
 def remove(store: Store, claim_id: int, lead: User, reason: str | None = None) -> Claim:
     def work(s: Session) -> Claim:
-        c, _, _ = _load(s, claim_id)
+        c, camp, _ = _load(s, claim_id)
         rule = _rule(c, Action.REMOVE, lead, reason)
         _entity_status(s, c, rule.result, lead.username, Action.REMOVE, reason or None)
+        _close_round2(s, c, camp)
         _decide(c, lead, ClaimStatus.REMOVED, reason or None)
         s.execute(Task.__table__.update().where(Task.id == c.task_id).values(filled=Task.filled - 1))
         return c
