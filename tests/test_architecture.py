@@ -88,6 +88,7 @@ def test_no_import_circles() -> None:
     for m in graph:
         if MODULES[m].name == "__init__.py":
             graph[m] = {t for t in graph[m] if not t.startswith(m + ".")}
+
     def path(a: str, b: str) -> list[str] | None:
         """A shortest import path a → … → b, if any."""
         seen, todo = {a: [a]}, [a]

@@ -99,6 +99,7 @@ class RuleLLM(LLM):
         if self.threads <= 1:
             return super().batch_chat(conversations, params, concurrency=concurrency, progress=progress)
         # like the HTTP backends: results in input order, progress called from worker threads
+
         def one(i: int) -> Completion | LLMFailure:
             r = self._chat_or_failure(conversations[i], params)
             if progress is not None:

@@ -122,8 +122,6 @@ class _NoModel:
         return {}
 
 
-
-
 def _print_plan(plans: list, as_json: bool) -> None:
     rows = [p.as_row() for p in plans]
     if as_json:

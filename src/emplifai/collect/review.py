@@ -41,6 +41,7 @@ def _load(s: Session, claim_id: int) -> tuple[Claim, Campaign, Task]:
     assert camp is not None and task is not None
     return c, camp, task
 
+
 # A claim's status as the dataset's review rules see it: a rejected claim's entry is removed.
 CLAIM_AS_STATUS = {ClaimStatus.PENDING: Status.PENDING, ClaimStatus.APPROVED: Status.APPROVED,
                    ClaimStatus.FLAGGED: Status.FLAGGED, ClaimStatus.REJECTED: Status.REMOVED,

@@ -32,6 +32,7 @@ from emplifai.records import (
 Format = Literal["jsonl", "csv", "parquet", "hf"]
 FORMATS: tuple[str, ...] = ("jsonl", "csv", "parquet", "hf")
 
+
 @dataclass(frozen=True, slots=True)
 class Row:
     file: str

@@ -176,6 +176,8 @@ def import_file(store: Store, path: Path, progress: Progress | None = None) -> I
         if report.problems:
             raise InputError(report.problems)  # leaving the block rolls everything back
     return report
+
+
 def count_lines(path: Path) -> int | None:
     """Cheap total for a progress bar (None where the format has no lines)."""
     if path.is_dir() or path.suffix.lower() not in (".jsonl", ".json", ".ndjson", ".csv"):

@@ -29,6 +29,7 @@ from emplifai.store.repo import LIVE
 
 CHUNK = 8  # items per batch_chat call and per transaction: the unit of resumption
 
+
 @dataclass
 class GenerateReport:
     source: str
@@ -38,6 +39,7 @@ class GenerateReport:
     non_japanese: int = 0
     backend_failures: list[str] = field(default_factory=list)
 
+
 def _pending(store: Store, sample_name: str, source: str) -> tuple[list[tuple[EvalSampleItem, Situation]], int]:
     with store.transaction() as s:
         sample = require_sample(s, sample_name)
@@ -45,6 +47,7 @@ def _pending(store: Store, sample_name: str, source: str) -> tuple[list[tuple[Ev
             Generation.sample_name == sample_name, Generation.source == source)))
         todo = [(i, s.get(Situation, i.situation_id)) for i in sample.items if i.situation_id not in done]
         return todo, len(done)  # type: ignore[return-value]
+
 
 def _row(sample_name: str, situation_id: str, source: str, raw: str, signature: dict[str, Any],
          prompt_version: str, seed: int | None) -> Generation:
@@ -56,6 +59,7 @@ def _row(sample_name: str, situation_id: str, source: str, raw: str, signature: 
         supporter=parsed.supporter, malformed=parsed.error, japanese_share=round(share, 4),
         non_japanese=share < gen.JAPANESE_THRESHOLD, signature=signature, prompt_version=prompt_version, seed=seed,
     )
+
 
 def generate(
     store: Store, *, spec: str, sample_name: str = "default", label: str | None = None, lang: str = "ja",
@@ -98,6 +102,7 @@ def generate(
         if llm is None:
             model.close()
     return report
+
 
 def add_human(store: Store, sample_name: str = "default") -> GenerateReport:
     """The corpus's own dialogue for each sampled situation (the lowest live dialogue id) as source "human"."""

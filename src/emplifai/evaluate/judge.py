@@ -39,6 +39,7 @@ CHUNK = 16
 RETRY_TEMPERATURE = 0.7
 STOP = ("}",)  # the answer is one flat JSON object: stop at its end, put the brace back before parsing
 
+
 class JudgeConfig(BaseModel):
     """Everything that decides a judge run's scores (recorded with every score through prompt_version/signature)."""
 
@@ -67,6 +68,7 @@ class JudgeConfig(BaseModel):
     def prompt_version(self) -> str:
         return f"{jp.PROMPT_VERSION}/{self.lang}/{self.shots}shot"
 
+
 @dataclass
 class JudgeReport:
     scored: int = 0
@@ -76,6 +78,7 @@ class JudgeReport:
     attempts: int = 0
     failures: list[str] = field(default_factory=list)
 
+
 @dataclass(frozen=True)
 class _Task:
     gen_id: int
@@ -83,11 +86,13 @@ class _Task:
     repeat: int
     messages: list[dict[str, str]]
 
+
 def model_identity(sig: dict[str, Any]) -> tuple[Any, Any] | None:
     """What makes two signatures the same model: weights hash (or name) + adapter hash."""
     llm = sig.get("llm") or sig
     weights = llm.get("model_sha256") or llm.get("model")
     return (weights, llm.get("adapter_sha256") or llm.get("adapter")) if weights else None
+
 
 def check_blind(judge_spec: str, judge_sig: dict[str, Any], gens: Sequence[Generation], allow_self: bool) -> None:
     own = model_identity(judge_sig)
@@ -100,6 +105,7 @@ def check_blind(judge_spec: str, judge_sig: dict[str, Any], gens: Sequence[Gener
             "score its own generations (the paper ruled such judges out). Pass --allow-self-judge to do it anyway, "
             "or choose --source"
         )
+
 
 def _generations(store: Store, cfg: JudgeConfig) -> list[tuple[Generation, Situation]]:
     with store.transaction() as s:
@@ -127,6 +133,7 @@ def _generations(store: Store, cfg: JudgeConfig) -> list[tuple[Generation, Situa
         rows = kept
     return rows
 
+
 def _existing(store: Store, cfg: JudgeConfig, gen_ids: list[int]) -> dict[tuple[int, str, int], JudgeScore]:
     with store.transaction() as s:
         rows = s.scalars(select(JudgeScore).where(
@@ -143,6 +150,7 @@ def _existing(store: Store, cfg: JudgeConfig, gen_ids: list[int]) -> dict[tuple[
         if drop:
             s.execute(delete(JudgeScore).where(JudgeScore.id.in_(drop)))
         return {(r.generation_id, r.metric, r.repeat): r for r in rows if r.id not in set(drop)}
+
 
 def judge(store: Store, cfg: JudgeConfig, *, progress: Callable[[int], None] | None = None,
           llm: LLM | None = None,
@@ -199,11 +207,13 @@ def judge(store: Store, cfg: JudgeConfig, *, progress: Callable[[int], None] | N
         if llm is None:
             model.close()
 
+
 def _params(cfg: JudgeConfig, repeat: int, attempt: int) -> Any:
 
     temperature = cfg.temperature if attempt == 0 else max(cfg.temperature, RETRY_TEMPERATURE)
     return GenParams(max_tokens=cfg.max_tokens, temperature=temperature, seed=cfg.seed + repeat + 1000 * attempt,
                      stop=STOP, logprobs=5 if cfg.weighted else None)
+
 
 def _run_chunk(model: Any, cfg: JudgeConfig, chunk: list[_Task], base_sig: dict[str, Any],
                report: JudgeReport) -> list[JudgeScore]:
@@ -260,10 +270,12 @@ def _run_chunk(model: Any, cfg: JudgeConfig, chunk: list[_Task], base_sig: dict[
         report.failures.append(f"generation {t.gen_id} {t.metric} #{t.repeat}: {reason}")
     return [results[i] for i in range(len(chunk))]
 
+
 def _join(raws: list[str]) -> str:
     if len(raws) == 1:
         return raws[0]
     return "".join(f"----- attempt {k} -----\n{r}\n" for k, r in enumerate(raws, 1))
+
 
 # ------------------------------------------------------------------------------------------ per-item views
 def item_scores(store: Store, judge_spec: str, sample: str, *, layout: str = "standard", weighted: bool = False,
@@ -282,6 +294,7 @@ def item_scores(store: Store, judge_spec: str, sample: str, *, layout: str = "st
             if value is not None:
                 out[(r.generation_id, r.metric)].append(float(value))
         return dict(out)
+
 
 def spread(scores: dict[tuple[int, str], list[float]]) -> dict[str, dict[str, float | int | None]]:
     """Per metric: how much repeated judgements of the same item disagree (mean and max per-item std, range)."""

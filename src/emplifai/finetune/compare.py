@@ -38,12 +38,14 @@ from emplifai.store.evaluation import Generation
 
 COMPARE_VERSION = "compare-v1"
 
+
 @dataclass
 class CompareResult:
     table: dict[str, Any]
     markdown: str
     md_path: Path
     json_path: Path
+
 
 def ensure_test_sample(store: Store, n: int, seed: int) -> tuple[str, int]:
     """A seeded sample of test-split situations for generation (created once, reused on rerun)."""
@@ -57,6 +59,7 @@ def ensure_test_sample(store: Store, n: int, seed: int) -> tuple[str, int]:
     make_sample(store, n=n_used, seed=seed, name=name, split="test",
                 meta={"manifest_id": manifest.id, "by": COMPARE_VERSION})
     return name, n_used
+
 
 def _generation_stats(store: Store, sample: str, source: str) -> dict[str, Any]:
     from sqlalchemy import select
@@ -79,6 +82,7 @@ def _generation_stats(store: Store, sample: str, source: str) -> dict[str, Any]:
             "signature": sig,
         }
 
+
 def _judge_means(store: Store, judge_spec: str, sample: str, source: str, metrics: tuple[str, ...]) -> dict[str, Any]:
 
     scores = item_scores(store, judge_spec, sample, sources=[source])
@@ -87,6 +91,7 @@ def _judge_means(store: Store, judge_spec: str, sample: str, source: str, metric
         vals = [statistics.fmean(v) for (_gid, metric), v in scores.items() if metric == m and v]
         out[m] = {"mean": statistics.fmean(vals) if vals else None, "n": len(vals)}
     return out
+
 
 def _taxonomy(store: Store, spec: str, limit: int | None) -> dict[str, Any]:
 
@@ -105,6 +110,7 @@ def _taxonomy(store: Store, spec: str, limit: int | None) -> dict[str, Any]:
         "config": cfg.model_dump(),
         "signature": sig,
     }
+
 
 def run(*, before: str, after: str, out: str | os.PathLike[str] = "compare", n: int = 100, seed: int = 42,
         judge: str | None = None, metrics: tuple[str, ...] | None = None, predict_limit: int | None = None,
@@ -159,6 +165,7 @@ def run(*, before: str, after: str, out: str | os.PathLike[str] = "compare", n: 
         os.replace(tmp, path)
     return CompareResult(table, md, md_path, json_path)
 
+
 def render_markdown(table: dict[str, Any]) -> str:
     b, a = table["columns"]["before"], table["columns"]["after"]
     rows: list[tuple[str, float | None, float | None, bool]] = [
@@ -191,6 +198,7 @@ def render_markdown(table: dict[str, Any]) -> str:
         show = pct if is_share else num
         lines.append(f"| {label} | {show(x)} | {show(y)} | {delta(x, y, 1 if is_share else 2, as_points=is_share)} |")
     return "\n".join(lines) + "\n"
+
 
 def _share(gen: dict[str, Any], key: str) -> float | None:
     return gen[key] / gen["n"] if gen["n"] else None

@@ -25,8 +25,10 @@ SPEC = "baseline:tfidf-lr"
 VERSION = "tfidf-lr-v1"
 PARAMS: dict[str, Any] = {"ngram_range": [1, 2], "min_df": 1, "sublinear_tf": True, "C": 10.0, "max_iter": 2000}
 
+
 def text_of(r: Record) -> str:
     return "\n".join((r.situation, r.patient, r.supporter))
+
 
 class Tokenizer:
     """fugashi + unidic-lite surface forms; a picklable callable for scikit-learn."""
@@ -40,6 +42,7 @@ class Tokenizer:
 
             self._tagger = fugashi.Tagger()
         return [w.surface for w in self._tagger(text)]
+
 
 class TfidfBaseline:
     def __init__(self, seed: int = 42):
@@ -77,6 +80,7 @@ class TfidfBaseline:
             d.update({c: float(p) for c, p in zip(classes, row, strict=True)})
             out.append(d)
         return out
+
 
 def run_baseline(store: Store, *, split: str = "test", limit: int | None = None, seed: int = 42) -> str:
     """Train, predict and store; returns the run id. A finished run is not recomputed."""

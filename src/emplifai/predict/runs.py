@@ -63,6 +63,7 @@ class PredictConfig(BaseModel):
     chat: bool = Field(False, description="generate mode: send the prompt as a chat turn instead of raw text")
     max_tokens: int = Field(24, ge=1, description="generate mode: answer length limit")
 
+
 @dataclass
 class RunSummary:
     run_id: str
@@ -74,6 +75,7 @@ class RunSummary:
 
 # ------------------------------------------------------------------------------------------------ prompt
 
+
 def run_id(model: str, signature: dict[str, Any], cfg: PredictConfig, manifest_id: int, manifest_hash: str,
            split: str) -> str:
     payload = {
@@ -81,6 +83,7 @@ def run_id(model: str, signature: dict[str, Any], cfg: PredictConfig, manifest_i
         "manifest": [manifest_id, manifest_hash], "split": split,
     }
     return json_digest(payload, 24)
+
 
 def select_items(store: Store, split: str, limit: int | None) -> tuple[list[Record], list[Record], int, str]:
     """(items of the split, training pool, manifest id, manifest hash); items in a stable order.
@@ -110,11 +113,13 @@ def stratified_head(items: Sequence[Record], limit: int) -> list[Record]:
         depth += 1
     return out
 
+
 def finished_ids(store: Store, rid: str) -> set[str]:
     """Dialogues of a run that need no more work (a label or an unparsed answer; failures are retried)."""
     with store.transaction() as s:
         q = select(Prediction.dialogue_id).where(Prediction.run_id == rid, Prediction.status != PredStatus.FAILED)
         return set(s.scalars(q))
+
 
 def save(store: Store, *, rid: str, model: str, signature: dict[str, Any], manifest_id: int, split: str,
          item: Record, result: ItemResult) -> None:
@@ -135,11 +140,13 @@ def save(store: Store, *, rid: str, model: str, signature: dict[str, Any], manif
             for k, v in values.items():
                 setattr(row, k, v)
 
+
 def run_signature(model: str, llm: LLM, cfg: PredictConfig, split: str, manifest_id: int) -> dict[str, Any]:
     return {
         "model": model, "llm": llm.signature(), "mode": cfg.mode, "prompt_version": PROMPT_VERSION,
         "config": cfg.model_dump(), "split": split, "manifest_id": manifest_id,
     }
+
 
 def predict_split(
     store: Store,
@@ -177,6 +184,7 @@ def predict_split(
         _sequential(llm, cfg, todo, ranked, record)
     return summary
 
+
 def _sequential(llm: LLM, cfg: PredictConfig, todo: Sequence[Record], ranked: Sequence[Example],
                 record: Callable[[Record, ItemResult], None]) -> None:
 
@@ -202,6 +210,7 @@ def _sequential(llm: LLM, cfg: PredictConfig, todo: Sequence[Record], ranked: Se
             result = ItemResult(PredStatus.FAILED, None, _failure_reason(exc))
         record(item, result)
 
+
 def _generate_chat(llm: LLM, cfg: PredictConfig, todo: Sequence[Record], ranked: Sequence[Example],
                    record: Callable[[Record, ItemResult], None], concurrency: int) -> None:
     """Chat models through ``batch_chat`` (bounded concurrency on HTTP backends); each result is saved the
@@ -222,8 +231,10 @@ def _generate_chat(llm: LLM, cfg: PredictConfig, todo: Sequence[Record], ranked:
 
     llm.batch_chat(convs, params, concurrency=concurrency, progress=arrived)
 
+
 def _failure_reason(exc: BaseException) -> str:
     return f"failure: {type(exc).__name__}: {exc}"[:2000]
+
 
 def load_predictions(store: Store, rid: str, dialogue_ids: Sequence[str] | None = None) -> list[Prediction]:
     """The rows of a run, ordered by dialogue id (optionally only the given dialogues)."""

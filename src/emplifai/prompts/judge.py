@@ -34,6 +34,7 @@ PROMPT_VERSION = "judge-v1"
 Lang = Literal["ja", "en"]
 LAYOUTS = ("standard", "blocks", "reversed")  # standard is the Table-4 layout; the others probe layout bias
 
+
 def rubric(metric: str, lang: Lang = "ja") -> str:
     """The shared part of every prompt for this metric: role, definition, the five levels, output format."""
     return render(f"judge_{metric}_{lang}.j2")

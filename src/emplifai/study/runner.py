@@ -35,8 +35,10 @@ from emplifai.study.report import build_report
 
 STAGES = ("validate", "split", "predict", "finetune", "sample", "generate", "judge", "agree", "report")
 
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
 
 class DatasetSection(_Section):
     # "bundled" (the corpus shipped with emplifai) is a different thing from [sample] (the 100-pair draw);
@@ -55,9 +57,11 @@ class DatasetSection(_Section):
             raise ValueError("set either bundled = true or path = FILE, not both")
         return self
 
+
 class SplitSection(_Section):
     seed: int = 42
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+
 
 class PredictSection(_Section):
     models: list[str] = ["embedded"]
@@ -71,21 +75,25 @@ class PredictSection(_Section):
     layer: int | None = None
     vectors: str = "chive"
 
+
 class FinetuneSection(_Section):
     enabled: bool = False
     config: str | None = None
     overrides: list[str] = []
+
 
 class SampleSection(_Section):
     n: int = Field(100, ge=1)
     seed: int = 42
     name: str = "default"
 
+
 class GenerateSection(_Section):
     models: list[str] = ["embedded"]
     human: bool = True
     max_tokens: int = Field(256, ge=16)
     seed: int = 42
+
 
 class JudgeSection(_Section):
     judge: str = "embedded"
@@ -95,9 +103,11 @@ class JudgeSection(_Section):
     limit: int | None = Field(None, ge=1)
     concurrency: int = Field(1, ge=1)
 
+
 class AgreeSection(_Section):
     ratings: list[str] = Field([], description="Filled rating sheets (CSV/XLSX) to import.")
     source: str = "human"
+
 
 class RunConfig(_Section):
     db: str | None = Field(None, description="Database URL; default: DIR/emplifai.db")
@@ -110,6 +120,7 @@ class RunConfig(_Section):
     generate: GenerateSection = GenerateSection()
     judge: JudgeSection = JudgeSection()
     agree: AgreeSection = AgreeSection()
+
 
 def load_config(path: Path) -> RunConfig:
     """Read TOML or YAML; every problem names the config key."""
@@ -126,8 +137,10 @@ def load_config(path: Path) -> RunConfig:
         lines = [f"  {'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}" for e in exc.errors()]
         raise UserError(f"{path}: invalid config:\n" + "\n".join(lines)) from exc
 
+
 def _digest(*parts: Any) -> str:
     return json_digest(list(parts), 16)
+
 
 class State:
     """DIR/state.json: per stage the fingerprint it finished with, its summary and its wall time."""
@@ -145,7 +158,9 @@ class State:
         tmp.write_text(to_json(self.data))
         tmp.replace(self.path)  # a kill never leaves a half-written state
 
+
 Notify = Callable[[str], None]
+
 
 class ProgressSink(Protocol):
     """Where the study reports progress (the CLI's Rich board; nothing in tests)."""
@@ -153,6 +168,7 @@ class ProgressSink(Protocol):
     def update(self, task: str, done: int, total: int | None) -> None: ...
 
     def bar(self, task: str, total: int | None) -> Callable[[int], None]: ...
+
 
 class Study:
     """Runs the configured stages against one store and one output folder."""

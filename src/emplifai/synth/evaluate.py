@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from emplifai.llm.base import LLM
     from emplifai.records import Record
 
+
 @dataclass
 class Screened:
     case: dict[str, Any]
@@ -37,8 +38,10 @@ class Screened:
         bad = F.first_failure(self.results)
         return bad.name if bad else None
 
+
 def load_cases(path: str | Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+
 
 def screen(cases: Sequence[dict[str, Any]], reference: Iterable[Record], cfg: FilterConfig,
            llm: LLM | None = None) -> list[Screened]:
@@ -68,6 +71,7 @@ def screen(cases: Sequence[dict[str, Any]], reference: Iterable[Record], cfg: Fi
         _model_checks(out, cfg, llm)
     return out
 
+
 def _model_checks(items: list[Screened], cfg: FilterConfig, llm: LLM) -> None:
 
     alive = [s for s in items if F.first_failure(s.results) is None]
@@ -86,6 +90,7 @@ def _model_checks(items: list[Screened], cfg: FilterConfig, llm: LLM) -> None:
             dist = (res.distribution or {}).get("prob", {})
             order = sorted(dist, key=lambda k: -dist[k]) if dist else (res.top3 or [])
             s.results.append(F.agreement(s.case["emotion"], order, cfg.agreement_top_k, dist.get(s.case["emotion"])))
+
 
 def metrics(screened: Sequence[Screened]) -> dict[str, Any]:
     tp = sum(1 for s in screened if s.case["label"] != "good" and s.rejected_by)

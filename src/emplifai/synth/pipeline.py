@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
+
 class Synthesizer:
     """One ``emplifai synth`` invocation. ``check_llm`` runs the optional model filters (default: ``llm``)."""
 
