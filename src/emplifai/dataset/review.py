@@ -65,9 +65,10 @@ def check(action: Action | str, status: Status | str, *, reason: str | None = No
           what: str = "dialogue", lang: str = "en") -> Rule:
     """The rule for ``action`` if it may be applied to an item in ``status`` (by ``role``, when given);
     otherwise :class:`NotAllowed` / :class:`ReasonMissing` with an English (CLI) or Japanese (web) message."""
-    rule = RULES.get(Action(action)) if action in set(Action) else None
-    if rule is None:
-        raise UserError(f"unknown decision {action!r}; one of: {', '.join(RULES)}")
+    try:
+        rule = RULES[Action(action)]
+    except (ValueError, KeyError):
+        raise UserError(f"unknown decision {action!r}; one of: {', '.join(RULES)}") from None
     if role is not None and role not in rule.roles:
         raise NotAllowed("この操作はリードだけが行えます" if lang == "ja" else
                          f"{rule.action} is for {' or '.join(sorted(rule.roles))} only")

@@ -7,7 +7,6 @@ Reads stored predictions only (through :mod:`emplifai.predict.runs`) and the met
 from __future__ import annotations
 
 import csv
-import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 from sqlalchemy import delete, select
 
 from emplifai import taxonomy
-from emplifai.formatting import num, to_json
+from emplifai.formatting import finite_or_none, num, to_json
 from emplifai.metrics import UNPARSED_COL, Scored, Scorers, answer_text, evaluate
 from emplifai.store.db import Store
 from emplifai.store.predict import PredictionMetrics
@@ -53,27 +52,16 @@ def model_entry(model: str, run_id: str, rows: Sequence[Any], scorers: Scorers) 
     return {"entry": entry, "metrics": metrics}
 
 
-def _json_safe(x: Any) -> Any:
-    """JSON for the store: non-finite floats become null (PostgreSQL's JSON refuses NaN), tuples lists."""
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, dict):
-        return {str(k): _json_safe(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_json_safe(v) for v in x]
-    return x
-
-
 def save_results(store: Store, results: Sequence[dict[str, Any]], split: str) -> None:
     """Store each model's Table-2 row and metrics, signed; a recomputed run replaces its earlier row."""
     with store.transaction() as s:
         for r in results:
-            entry = _json_safe(r["entry"])
+            entry = finite_or_none(r["entry"])
             s.execute(delete(PredictionMetrics).where(PredictionMetrics.run_id == entry["run_id"],
                                                        PredictionMetrics.split == split))
+            metrics = finite_or_none({k: v for k, v in r["metrics"].items() if k != "signature"})
             s.add(PredictionMetrics(run_id=entry["run_id"], model=entry["model"], split=split, entry=entry,
-                                    metrics=_json_safe({k: v for k, v in r["metrics"].items() if k != "signature"}),
-                                    signature=entry["signature"]))
+                                    metrics=metrics, signature=entry["signature"]))
 
 
 def stored_results(store: Store, run_ids: Sequence[str], split: str) -> list[dict[str, Any]]:
