@@ -73,6 +73,12 @@ def test_cells_that_would_run_as_formulas_are_escaped_and_read_back(text: str) -
     assert spreadsheet_safe("つらかったですね") == "つらかったですね"
 
 
+@pytest.mark.parametrize("text", ["'=x", "''x", "'-0.25", "'普通の引用符", "-0.25", "'", "''"])
+def test_texts_that_look_escaped_already_round_trip_too(text: str) -> None:
+    """A typed leading apostrophe is not eaten by the reader (attack on the escaping itself)."""
+    assert spreadsheet_unescape(str(spreadsheet_safe(text))) == text
+
+
 def test_csv_export_is_formula_safe_with_a_bom_and_round_trips(store: Store, tmp_path: Path) -> None:
     rows = [record(i, sit=i) for i in range(3)]
     rows[0]["patient"], rows[1]["supporter"], rows[2]["author"] = FORMULAS[0], "-- 痛みが続いています", "=1+2"

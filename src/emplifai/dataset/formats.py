@@ -123,15 +123,23 @@ FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
 
 
+def _escaped(value: str) -> bool:
+    """An apostrophe the reader takes off: one before a formula start or before another apostrophe."""
+    return value.startswith("'") and value[1:].startswith((*FORMULA_START, "'"))
+
+
 def spreadsheet_safe(value: object) -> object:
-    """A CSV cell that a spreadsheet shows as text, never runs as a formula (numbers stay numbers)."""
-    if isinstance(value, str) and value.startswith(FORMULA_START) and not _NUMBER.match(value):
+    """A CSV cell that a spreadsheet shows as text, never runs as a formula (numbers stay numbers). A text
+    that already looks escaped gets one more apostrophe, so the reader gives back exactly what was written."""
+    if not isinstance(value, str):
+        return value
+    if (value.startswith(FORMULA_START) and not _NUMBER.match(value)) or _escaped(value):
         return "'" + value
     return value
 
 
 def spreadsheet_unescape(value: str) -> str:
-    return value[1:] if value.startswith("'") and value[1:].startswith(FORMULA_START) else value
+    return value[1:] if _escaped(value) else value
 
 
 def _csv_rows(path: Path) -> Iterator[Row]:
