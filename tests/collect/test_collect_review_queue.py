@@ -73,7 +73,7 @@ def test_near_duplicate_is_named_on_the_queue_and_the_review_page(app) -> None: 
 
 def test_bulk_approve_and_reject_through_the_rules_and_the_cap(app) -> None:  # type: ignore[no-untyped-def]
     store = app.state.store
-    cid, ids = _submissions(app)
+    _, ids = _submissions(app)
     rev, w1 = client(app, "rev"), client(app, "w1")
     token = csrf(rev.get("/review").text)
     # a rejection needs a reason: nothing is decided, the page says so
