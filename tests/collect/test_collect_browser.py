@@ -149,8 +149,10 @@ def test_rating_task_in_browser(browser, server, tmp_path: Path) -> None:  # typ
     page.get_by_role("button", name="会話を評価する").click()
     radios = page.locator("input[type=radio][value='4']")
     assert radios.count() == 70
-    for i in range(70):
+    for i in range(70):  # one dialogue at a time: 7 metrics, then on to the next
         radios.nth(i).check()
+        if i % 7 == 6 and i < 69:
+            page.locator(".rating-item.current [data-step='1']").click()
     _shot(page, tmp_path, "rating_form")
     page.get_by_role("button", name="提出する").click()
     assert "提出しました" in page.content()

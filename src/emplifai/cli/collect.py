@@ -99,6 +99,35 @@ def seed_round2(campaign: str, db: DbOpt = None) -> None:
     console.print(f"{n} round-2 prompts added")
 
 
+@app.command("examples")
+def examples(
+    campaign: Annotated[str, typer.Argument(help="Campaign name or id.")],
+    file: Annotated[Path | None, typer.Argument(help="Examples file (.toml, .json, .yaml); omit to keep them.")] = None,
+    check: Annotated[bool, typer.Option("--check", help="Validate the file only; store nothing.")] = False,
+    template: Annotated[Path | None, typer.Option(help="Write the campaign's current examples (defaults from the "
+                                                       "bundled corpus included) to this TOML file, to edit.")] = None,
+    db: DbOpt = None,
+) -> None:
+    """The worked examples workers see per emotion: replace them from a file, or write a template to edit."""
+    from emplifai.collect.campaigns import get_campaign
+    from emplifai.collect.examples import examples_for, read_examples, set_examples, template_toml
+    from emplifai.store.db import open_store
+
+    items = read_examples(file) if file is not None else None
+    if items is not None and check:
+        console.print(f"{file}: {len(items)} valid examples (nothing stored)")
+        return
+    with open_store(db).transaction() as s:
+        camp = get_campaign(s, campaign)
+        if items is not None:
+            set_examples(s, camp, items)
+            console.print(f"campaign {camp.name!r}: {len(items)} examples from {file}; other emotions use the "
+                          "bundled defaults")
+        if template is not None:
+            template.write_text(template_toml(examples_for(s, camp.id), camp.emotions), encoding="utf-8")
+            console.print(f"wrote {template}")
+
+
 @app.command("rating-tasks")
 def rating_tasks(
     campaign: str,

@@ -10,12 +10,13 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
+from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from emplifai import taxonomy
 from emplifai.collect.accounts import ROLE_JA
-from emplifai.collect.deps import TEMPLATES, LoginRequired, context_of, format_timestamp, redirect, render
+from emplifai.collect.deps import STATIC, TEMPLATES, LoginRequired, context_of, format_timestamp, redirect, render
 from emplifai.collect.routes import router
 from emplifai.collect.security import SessionCodec
 from emplifai.collect.settings import Settings
@@ -23,7 +24,7 @@ from emplifai.store.db import Store, resolve_url
 
 HEADERS = [
     (b"content-security-policy",
-     b"default-src 'self'; script-src 'none'; style-src 'self' 'unsafe-inline'; form-action 'self'; "
+     b"default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; form-action 'self'; "
      b"frame-ancestors 'none'; base-uri 'none'"),
     (b"x-frame-options", b"DENY"),
     (b"x-content-type-options", b"nosniff"),
@@ -74,5 +75,6 @@ def create_app(settings: Settings) -> FastAPI:
                       message=str(exc.detail))
 
     app.include_router(router)
+    app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")  # the one script and stylesheet
     app.add_middleware(_SecurityHeaders)
     return app

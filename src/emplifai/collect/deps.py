@@ -28,6 +28,7 @@ from emplifai.store.db import Store
 
 T = TypeVar("T")
 TEMPLATES = Path(__file__).parent / "templates"
+STATIC = Path(__file__).parent / "static"
 STAFF = (Role.REVIEWER, Role.LEAD, Role.ADMIN)
 LEADS = (Role.LEAD, Role.ADMIN)
 

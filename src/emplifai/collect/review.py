@@ -204,3 +204,31 @@ def remove(store: Store, claim_id: int, lead: User, reason: str | None = None) -
         return c
 
     return run_write(store, work)
+
+
+BULK_ACTIONS = (Action.APPROVE, Action.REJECT)
+MAX_BULK = 200
+
+
+def decide_many(store: Store, claim_ids: list[int], action: str, reviewer: User,
+                reason: str | None = None) -> list[tuple[int, str | None]]:
+    """Approve or reject several claims from the queue, each through :func:`approve` / :func:`reject` in its own
+    transaction (so the review rules and the rejection cap apply to each, in order); per claim: None when
+    done, else the Japanese reason it was refused. A rejection without a reason refuses the whole batch."""
+    if action not in BULK_ACTIONS:
+        raise UserError("一括で行えるのは承認と却下だけです")
+    if len(claim_ids) > MAX_BULK:
+        raise UserError(f"一度に選べるのは{MAX_BULK}件までです")
+    if action == Action.REJECT:
+        check(Action.REJECT, Status.PENDING, reason=reason, role=reviewer.role, lang="ja")
+    out: list[tuple[int, str | None]] = []
+    for cid in dict.fromkeys(claim_ids):  # a repeated id is decided once
+        try:
+            if action == Action.APPROVE:
+                approve(store, cid, reviewer)
+            else:
+                reject(store, cid, reviewer, reason or "")
+            out.append((cid, None))
+        except UserError as exc:
+            out.append((cid, str(exc)))
+    return out

@@ -154,3 +154,31 @@ class PayEntry(Base):
     kind: Mapped[str] = mapped_column(String(16))
     amount_yen: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Example(Base):
+    """A campaign's worked example for one emotion, shown to workers (round 1: the situation; round 2: the
+    two turns). Emotions without a row use the defaults drawn from the bundled corpus."""
+
+    __tablename__ = "collect_examples"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("collect_campaigns.id"))
+    emotion: Mapped[str] = mapped_column(String(32))
+    situation: Mapped[str] = mapped_column(Text)
+    patient: Mapped[str] = mapped_column(Text)
+    supporter: Mapped[str] = mapped_column(Text)
+    origin: Mapped[str] = mapped_column(String(256), default="")  # the file (and line) it was read from
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    __table_args__ = (UniqueConstraint("campaign_id", "emotion", name="uq_collect_example"),)
+
+
+class Draft(Base):
+    """What a worker has typed or chosen under a lease but not submitted yet (one row per claim)."""
+
+    __tablename__ = "collect_drafts"
+
+    claim_id: Mapped[int] = mapped_column(ForeignKey("collect_claims.id"), primary_key=True)
+    fields: Mapped[dict[str, str]] = mapped_column(JSON)
+    updated_at: Mapped[float] = mapped_column(Float)

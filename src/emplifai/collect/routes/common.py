@@ -41,6 +41,7 @@ STATUS_JA = {"leased": "作業中", "expired": "期限切れ", "released": "返�
              "rejected": "却下", "flagged": "要確認", "removed": "削除"}
 MESSAGES = {
     "submitted": "提出しました。ありがとうございました。",
+    "draft": "下書きを保存しました。このページを開き直すと続きから書けます。",
     "released": "タスクを返却しました。",
     "nowork": "いま取り組めるタスクはありません。時間をおいて再度お試しください。",
     "approved": "承認しました。", "rejected": "却下しました。", "flagged": "要確認にしました。",

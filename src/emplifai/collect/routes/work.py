@@ -6,13 +6,13 @@ import time
 from typing import Annotated
 
 from fastapi import APIRouter, Form, HTTPException, Request
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
 from emplifai import taxonomy
-from emplifai.collect import assign
+from emplifai.collect import assign, drafts
 from emplifai.collect.assign import Conflict, NotFound
 from emplifai.collect.deps import (
     CSRF,
@@ -23,11 +23,11 @@ from emplifai.collect.deps import (
     session_of,
     store_of,
 )
+from emplifai.collect.examples import example_for
 from emplifai.collect.routes.common import Text, Worker, error, error_page, page
 from emplifai.errors import UserError
-from emplifai.evaluate.rubrics import RUBRICS
-from emplifai.prompts.generation import instruction
-from emplifai.records import Kind
+from emplifai.evaluate.rubrics import RUBRICS, SCALE
+from emplifai.records import MAX_SITUATION_CHARS, MAX_TURN_CHARS, Kind
 from emplifai.store.collect import Campaign, Claim, ClaimStatus, PayEntry, Role, Task
 from emplifai.store.models import Dialogue, Situation
 
@@ -81,14 +81,25 @@ def _own(ctx: Ctx, claim_id: int) -> tuple[Claim, Task, Campaign, Situation | No
         return c, task, camp, sit, dlg  # type: ignore[return-value]
 
 
+def _rating_progress(task: Task, form: dict[str, str]) -> list[tuple[int, int]]:
+    """Per dialogue to rate: (metrics answered, metrics) — the page shows it without JavaScript too."""
+    items = task.payload.get("items", []) if task.kind == Kind.RATING else []
+    return [(sum(1 for r in RUBRICS if form.get(f"score_{it['generation_id']}_{r.key}")), len(RUBRICS))
+            for it in items]
+
+
 def _task_page(ctx: Ctx, claim_id: int, status_code: int = 200, error: str | None = None,
                form: dict[str, str] | None = None) -> Response:
     c, task, camp, sit, dlg = _own(ctx, claim_id)
     lab = taxonomy.get(task.emotion) if task.emotion else None
-    guide = instruction(task.emotion, sit.text) if task.kind == Kind.DIALOGUE and sit and lab else None
+    with store_of(ctx.request).open_session() as s:
+        example = example_for(s, camp.id, task.emotion) if task.emotion else None
+        if form is None:  # a fresh page: restore what was saved as a draft
+            form = drafts.load(s, c)
     return page(ctx, "task.html", status_code, claim=c, task=task, campaign=camp, situation=sit, dialogue=dlg,
-                 label=lab, guide=guide, error=error, form=form or {}, rubrics=RUBRICS,
-                 remaining=max(0, int((c.expires_at - time.time()) // 60)))
+                 label=lab, example=example, error=error, form=form, rubrics=RUBRICS, scale=range(SCALE[0],
+                 SCALE[1] + 1), progress=_rating_progress(task, form), max_situation=MAX_SITUATION_CHARS,
+                 max_turn=MAX_TURN_CHARS, remaining=max(0, int((c.expires_at - time.time()) // 60)))
 
 
 @router.get("/claims/{claim_id}")
@@ -107,7 +118,29 @@ async def submit(ctx: Worker, claim_id: int) -> Response:
         return await run_in_threadpool(_task_page, ctx, claim_id, 400, str(exc), form)
     except IntegrityError:
         return page(ctx, "message.html", 409, title="エラー", error="この会話はすでにあなたが評価しています")
+    await run_in_threadpool(drafts.discard, store_of(ctx.request), claim_id)
     return redirect("/work?msg=submitted")
+
+
+@router.post("/claims/{claim_id}/draft", dependencies=[CSRF])
+async def save_draft(ctx: Worker, claim_id: int) -> Response:
+    """Keep what is typed so far. The page's script posts here on each change (and gets JSON back); without
+    JavaScript the 下書き保存 button posts the same form here and comes back to the task."""
+    form = {k: v for k, v in (await ctx.request.form()).items() if isinstance(v, str) and k != "csrf_token"}
+    by_script = ctx.request.headers.get("x-emplifai-draft") == "1"
+    try:
+        n = await run_in_threadpool(drafts.save, store_of(ctx.request), claim_id, ctx.user.id, form)  # type: ignore[union-attr]
+    except (NotFound, Conflict) as exc:
+        if by_script:
+            return JSONResponse({"ok": False, "error": str(exc)}, 404 if isinstance(exc, NotFound) else 409)
+        return error(ctx, exc)
+    except UserError as exc:
+        if by_script:
+            return JSONResponse({"ok": False, "error": str(exc)}, 400)
+        return await run_in_threadpool(_task_page, ctx, claim_id, 400, str(exc), form)
+    if by_script:
+        return JSONResponse({"ok": True, "fields": n})
+    return redirect(f"/claims/{claim_id}?msg=draft")
 
 
 @router.post("/claims/{claim_id}/release", dependencies=[CSRF])
