@@ -169,3 +169,21 @@ def test_removed_dialogues_are_not_exported_by_default(store, tmp_path):
     assert export_store(store, out, "jsonl") == {"all": 1}
     assert export_store(store, out, "jsonl", statuses=["removed"]) == {"all": 1}
     assert json.loads(out.read_text(encoding="utf-8"))["dialogue_id"] == "d00001"
+
+
+def test_many_batches_import_whole_and_a_late_duplicate_rolls_back_everything(store, tmp_path):
+    # 4,500 rows = three batches, so inserts run on the writer thread while later batches are checked.
+    n = 4500
+    good = write_jsonl(tmp_path / "good.jsonl", [record(i, meta_note=f"n{i}") for i in range(n)])
+    bad_rows = [record(i) for i in range(n)] + [record(7, patient="別の内容")]  # batch 1's id, last line
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{**r, "dialogue_id": "x" + r["dialogue_id"]} for r in bad_rows])
+    with pytest.raises(InputError) as err:
+        import_file(store, bad)
+    assert [(p.line, p.field) for p in err.value.problems] == [(n + 1, "dialogue_id")]
+    assert counts(store) == (0, 0)
+    rep = import_file(store, good)
+    assert (rep.dialogues_added, rep.situations_added) == (n, n // 3)
+    with store.transaction() as s:
+        d = s.get(Dialogue, "d04499")
+        assert d.meta == {"meta_note": "n4499"} and d.created_at is not None and d.created_at.year >= 2026
+        assert d.situation.emotion == record(4499)["emotion"]

@@ -205,6 +205,9 @@ def _hf_rows(path: Path) -> Iterator[Row]:
             yield _tabular_row(name, n, data)
 
 
+_KNOWN = frozenset((*REQUIRED, *OPTIONAL))
+
+
 def check_record(row: Row) -> tuple[Record | None, list[Problem]]:
     """Validate one parsed row; every problem names the field."""
     assert row.data is not None
@@ -213,20 +216,24 @@ def check_record(row: Row) -> tuple[Record | None, list[Problem]]:
     def bad(fld: str, msg: str) -> None:
         problems.append(Problem(row.file, row.line, fld, msg))
 
-    for fld in REQUIRED:
-        v = d.get(fld)
-        if v is None:
-            bad(fld, "missing")
-        elif not isinstance(v, str):
-            bad(fld, f"must be a string, got {type(v).__name__}")
-        elif not v.strip():
-            bad(fld, "empty or whitespace only")
-    if problems:
+    try:  # the common case in one pass; the loop below only runs to name what is wrong
+        text = {fld: d[fld].strip() for fld in REQUIRED}
+    except (KeyError, AttributeError):
+        text = {}
+    if len(text) < len(REQUIRED) or not all(text.values()):
+        for fld in REQUIRED:
+            v = d.get(fld)
+            if v is None:
+                bad(fld, "missing")
+            elif not isinstance(v, str):
+                bad(fld, f"must be a string, got {type(v).__name__}")
+            elif not v.strip():
+                bad(fld, "empty or whitespace only")
         return None, problems
     for fld in ("dialogue_id", "situation_id"):
         if len(d[fld]) > MAX_ID_CHARS:
             bad(fld, f"longer than {MAX_ID_CHARS} characters")
-    emotion = taxonomy.BY_EN.get(d["emotion"].strip()) or taxonomy.BY_JA.get(d["emotion"].strip())
+    emotion = taxonomy.BY_EN.get(text["emotion"]) or taxonomy.BY_JA.get(text["emotion"])
     if emotion is None:
         hint = taxonomy.normalise(d["emotion"])
         tip = f" (did you mean {hint.en}?)" if hint else ""
@@ -242,20 +249,19 @@ def check_record(row: Row) -> tuple[Record | None, list[Problem]]:
             bad(fld, f"must be a string, got {type(d[fld]).__name__}")
     if problems:
         return None, problems
-    known = set(REQUIRED) | set(OPTIONAL)
     return Record(
-        dialogue_id=d["dialogue_id"].strip(),
-        situation_id=d["situation_id"].strip(),
+        dialogue_id=text["dialogue_id"],
+        situation_id=text["situation_id"],
         emotion=emotion.en,  # type: ignore[union-attr]
-        situation=d["situation"].strip(),
-        patient=d["patient"].strip(),
-        supporter=d["supporter"].strip(),
+        situation=text["situation"],
+        patient=text["patient"],
+        supporter=text["supporter"],
         source=d.get("source", "crowd"),
         condition=d.get("condition"),
         stage=d.get("stage"),
         status=d.get("status", "approved"),
         author=d.get("author"),
-        meta={k: v for k, v in d.items() if k not in known},
+        meta={k: v for k, v in d.items() if k not in _KNOWN} if len(d) > len(REQUIRED) else {},
     ), []
 
 
