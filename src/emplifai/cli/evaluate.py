@@ -134,7 +134,7 @@ def judge(
         how = ", ".join(f"{k}: {v}" for k, v in sorted(r.structured.items()))
         console.print(f"{spec}: {r.scored} scored, {r.by_rule} by rule (malformed), {r.failed} failed after "
                       f"{retries + 1} attempt(s), {r.skipped} already stored; {r.attempts} LLM calls, "
-                      f"{r.invalid} invalid answers" + (f" (schema enforced by {how})" if how else ""))
+                      f"{r.invalid} invalid answers" + (f" (how the schema was enforced: {how})" if how else ""))
         for f in r.failures[:10]:
             err_console.print(f"[yellow]failure (stored with raw output):[/] {f[:300]}")
 

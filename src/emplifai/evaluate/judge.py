@@ -260,7 +260,8 @@ def _run_chunk(model: Any, cfg: JudgeConfig, chunk: list[_Task], base_sig: dict[
                 text = ans.text
                 parsed = parse_answer(text, metric)
                 raws[i].append(text)
-                report.structured[str(ans.structured)] = report.structured.get(str(ans.structured), 0) + 1
+                how = ans.structured or "none"  # "none": the schema was not enforced (plain decoding)
+                report.structured[how] = report.structured.get(how, 0) + 1
                 if not parsed.ok:
                     report.invalid += 1
                     reasons[i].append(f"attempt {attempt + 1}: {parsed.error}")
