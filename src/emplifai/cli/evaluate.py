@@ -9,7 +9,7 @@ import typer
 
 from emplifai.cli.common import DbOpt, console, err_console, progress_bar
 from emplifai.errors import UserError
-from emplifai.evaluate.rubrics import METRICS
+from emplifai.evaluate.rubrics import JUDGE_METRICS
 from emplifai.formatting import num, to_json
 from emplifai.store.db import open_store
 from emplifai.store.evaluation import HUMAN_SOURCE
@@ -79,10 +79,13 @@ def generate(
 
 
 def judge(
-    judge_spec: Annotated[str, typer.Option("--judge", help="Judge model spec.")],
+    judge_spec: Annotated[list[str], typer.Option("--judge", help="Judge model spec (repeat for a panel).")],
     sample_name: SampleOpt = "default",
     source: Annotated[list[str] | None, typer.Option("--source", help="Only these sources (repeatable).")] = None,
-    metric: Annotated[list[str] | None, typer.Option("--metric", help=f"Subset of: {', '.join(METRICS)}.")] = None,
+    metric: Annotated[list[str] | None, typer.Option("--metric", help=f"Subset of: {', '.join(JUDGE_METRICS)}.")
+                      ] = None,
+    rubric_set: Annotated[str, typer.Option("--rubrics", help="paper (7 rubrics), epitome (3 mechanisms, 0–2) "
+                                                              "or all; --metric overrides.")] = "paper",
     repeats: Annotated[int, typer.Option(help="Independent judgements per item (spread is reported).")] = 1,
     layout: Annotated[str, typer.Option(help="standard (Table 4), blocks or reversed (bias probe).")] = "standard",
     lang: Annotated[str, typer.Option(help="Rubric language: ja or en.")] = "ja",
@@ -97,29 +100,56 @@ def judge(
     allow_self_judge: Annotated[bool, typer.Option("--allow-self-judge", help="Let a model judge itself.")] = False,
     retry_failed: Annotated[bool, typer.Option(help="Judge stored failures again.")] = False,
     replace: Annotated[bool, typer.Option(help="Re-score items scored with an older prompt version.")] = False,
+    constrained: Annotated[bool, typer.Option(help="Send the answer's JSON schema (llama.cpp grammar, server "
+                                                   "response_format); --no-constrained parses and retries.")] = True,
+    reparse: Annotated[bool, typer.Option(help="Re-read the stored raw answers with the current parser; no model "
+                                               "is called.")] = False,
+    dry_run: Annotated[bool, typer.Option(help="With --reparse: report what would change, store nothing.")] = False,
     db: DbOpt = None,
 ) -> None:
-    """Score generations on the 7 rubrics of Table 3; failures are stored with raw output, reruns resume."""
+    """Score generations on the rubrics (Table 3, EPITOME); failures are stored with raw output, reruns resume."""
+    from emplifai.evaluate import rubrics
     from emplifai.evaluate.judge import JudgeConfig
     from emplifai.evaluate.judge import judge as run
 
+    if len(set(judge_spec)) != len(judge_spec):
+        raise UserError("--judge: each judge of a panel must be given once")
+    if reparse:
+        _reparse(judge_spec, sample_name, dry_run, db)
+        return
     if lang not in ("ja", "en"):
         raise UserError("--lang must be ja or en")
     if repeats > 1 and temperature == 0.0:
         err_console.print("[yellow]note:[/] --repeats with --temperature 0 gives identical answers; the spread "
                           "will be 0 on deterministic backends")
-    cfg = JudgeConfig(spec=judge_spec, sample=sample_name, sources=tuple(source) if source else None,
-                      metrics=tuple(metric) if metric else METRICS, repeats=repeats, layout=layout, lang=lang,
-                      shots=shots, weighted=weighted, retries=retries, max_tokens=max_tokens, temperature=temperature,
-                      seed=seed, concurrency=concurrency, allow_self=allow_self_judge, retry_failed=retry_failed,
-                      replace=replace, limit=limit)
-    holder: dict[str, object] = {}
-    with progress_bar(f"judging with {judge_spec}", None) as advance:
-        r = run(_store(db), cfg, progress=advance, on_total=lambda n: holder.setdefault("total", n))
-    console.print(f"{judge_spec}: {r.scored} scored, {r.by_rule} by rule (malformed), {r.failed} failed after "
-                  f"{retries + 1} attempt(s), {r.skipped} already stored; {r.attempts} LLM calls")
-    for f in r.failures[:10]:
-        err_console.print(f"[yellow]failure (stored with raw output):[/] {f[:300]}")
+    metrics = tuple(metric) if metric else rubrics.rubric_set(rubric_set)
+    for spec in judge_spec:  # the blind rule is checked for each judge of the panel
+        cfg = JudgeConfig(spec=spec, sample=sample_name, sources=tuple(source) if source else None,
+                          metrics=metrics, repeats=repeats, layout=layout, lang=lang, shots=shots, weighted=weighted,
+                          retries=retries, max_tokens=max_tokens, temperature=temperature, seed=seed,
+                          concurrency=concurrency, allow_self=allow_self_judge, retry_failed=retry_failed,
+                          replace=replace, limit=limit, constrained=constrained)
+        with progress_bar(f"judging with {spec}", None) as advance:
+            r = run(_store(db), cfg, progress=advance)
+        how = ", ".join(f"{k}: {v}" for k, v in sorted(r.structured.items()))
+        console.print(f"{spec}: {r.scored} scored, {r.by_rule} by rule (malformed), {r.failed} failed after "
+                      f"{retries + 1} attempt(s), {r.skipped} already stored; {r.attempts} LLM calls, "
+                      f"{r.invalid} invalid answers" + (f" (how the schema was enforced: {how})" if how else ""))
+        for f in r.failures[:10]:
+            err_console.print(f"[yellow]failure (stored with raw output):[/] {f[:300]}")
+
+
+def _reparse(judges: list[str], sample_name: str, dry_run: bool, db: str | None) -> None:
+    from emplifai.evaluate.reparse import reparse
+    from emplifai.prompts.judge import PARSER_VERSION
+
+    for spec in judges:
+        r = reparse(_store(db), spec, sample_name, dry_run=dry_run)
+        console.print(f"{spec}: {r.rows} stored answers re-read with {PARSER_VERSION}"
+                      + (" (dry run: nothing stored)" if dry_run else "") + f": {r.unchanged} unchanged, "
+                      f"{r.now_scored} failures now scored, {r.now_failed} scores now failures, {r.rescored} rescored")
+        for line in r.examples:
+            console.print(f"  {line}")
 
 
 @ratings_app.command("export")
@@ -213,7 +243,7 @@ def agree(
 
 
 def report_eval(
-    judge_spec: Annotated[str, typer.Option("--judge")],
+    judge_spec: Annotated[list[str], typer.Option("--judge", help="Judge spec (repeat for a panel).")],
     human_source: Annotated[str | None, typer.Option("--rated-source", help="Source with human ratings.")] = None,
     sample_name: SampleOpt = "default",
     bias_layout: Annotated[str, typer.Option(help="Alternative layout for the bias report.")] = "blocks",
@@ -222,20 +252,50 @@ def report_eval(
     db: DbOpt = None,
 ) -> None:
     """Write table4, table5 (if rated), bias report and per-metric PNG plots."""
+    from emplifai.evaluate import panel
     from emplifai.evaluate import tables as rep
 
     store = _store(db)
-    t4 = rep.table4(store, judge_spec, sample_name, weighted=weighted)
-    files = rep.write(out, "table4", t4, rep.md4(t4))
-    console.print(rep.md4(t4))
-    if human_source:
-        t5 = rep.table5(store, judge_spec, human_source, sample_name, weighted=weighted)
-        files += rep.write(out, "table5", t5, rep.md5(t5))
-        console.print(rep.md5(t5))
-    b = rep.bias(store, judge_spec, sample_name, bias_layout)
-    files += rep.write(out, "bias", b, rep.md_bias(b))
-    files += rep.plots(store, judge_spec, out, sample_name, human_source)
+    files: list[Path] = []
+    first = judge_spec[0]
+    for name, metrics in _rubric_tables(store, first, sample_name):
+        if len(judge_spec) > 1:
+            t = panel.panel_table4(store, judge_spec, sample_name, weighted=weighted, metrics=metrics)
+            files += rep.write(out, name, t, panel.md_panel(t))
+            console.print(panel.md_panel(t))
+        else:
+            t4 = rep.table4(store, first, sample_name, weighted=weighted, metrics=metrics)
+            files += rep.write(out, name, t4, rep.md4(t4))
+            console.print(rep.md4(t4))
+    for spec in judge_spec:
+        sub = out if len(judge_spec) == 1 else out / _slug(spec)
+        if human_source:
+            t5 = rep.table5(store, spec, human_source, sample_name, weighted=weighted)
+            files += rep.write(sub, "table5", t5, rep.md5(t5))
+            console.print(rep.md5(t5))
+        b = rep.bias(store, spec, sample_name, bias_layout)
+        files += rep.write(sub, "bias", b, rep.md_bias(b))
+        files += rep.plots(store, spec, sub, sample_name, human_source)
     console.print(f"wrote {len(files)} files to {out}")
+
+
+def _rubric_tables(store, judge_spec: str, sample_name: str) -> list[tuple[str, tuple[str, ...]]]:
+    """table4 for the paper's rubrics and table4_epitome for the mechanisms, whichever the judge scored."""
+    from sqlalchemy import select
+
+    from emplifai.evaluate import rubrics
+    from emplifai.store.evaluation import JudgeScore
+
+    with store.transaction() as s:
+        scored = set(s.scalars(select(JudgeScore.metric).where(JudgeScore.judge == judge_spec).distinct()))
+    out = [("table4", rubrics.METRICS)] if scored & set(rubrics.METRICS) or not scored else []
+    return out + ([("table4_epitome", rubrics.EPITOME)] if scored & set(rubrics.EPITOME) else [])
+
+
+def _slug(spec: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", spec).strip("_")[:80] or "judge"
 
 
 def register(app: typer.Typer) -> None:

@@ -1,5 +1,8 @@
 """LLM-as-a-judge on the 7 rubrics of Table 3 (paper §5.3), with the failure modes made visible.
 
+* Answers are valid by construction where the backend can (``constrained``, the default): the answer's JSON
+  schema goes with every request (llama.cpp: a GBNF grammar; servers: response_format, falling back to plain
+  decoding where refused; each score records how its answer was produced under ``signature.structured``).
 * Every answer is validated by ``prompts.judge.parse_judgement``; an invalid answer is retried (at temperature
   ≥ 0.7 with a new seed, since greedy decoding would repeat itself) and, when all attempts fail, stored with
   score NULL, every raw output and every reason. Never NaN, never a default.
@@ -26,10 +29,11 @@ from sqlalchemy import delete, select
 
 from emplifai import __version__
 from emplifai.errors import UserError
-from emplifai.evaluate.rubrics import METRICS, check_metrics
+from emplifai.evaluate import rubrics
+from emplifai.evaluate.rubrics import JUDGE_METRICS, METRICS, check_metrics
 from emplifai.evaluate.sample import require_sample
 from emplifai.llm import registry
-from emplifai.llm.base import LLM, GenParams, LLMFailure
+from emplifai.llm.base import LLM, GenParams, LLMFailure, schema_text
 from emplifai.prompts import judge as jp
 from emplifai.store.db import Store
 from emplifai.store.evaluation import HUMAN_SOURCE, Generation, JudgeScore
@@ -63,6 +67,7 @@ class JudgeConfig(BaseModel):
     retry_failed: bool = False
     replace: bool = False
     limit: int | None = None  # first N generations per source (quick runs, tests)
+    constrained: bool = True  # send the answer's JSON schema (grammar / response_format); False: parse and retry
 
     @property
     def prompt_version(self) -> str:
@@ -76,6 +81,8 @@ class JudgeReport:
     by_rule: int = 0
     skipped: int = 0
     attempts: int = 0
+    invalid: int = 0  # answers (attempts) that failed the parser, before retries
+    structured: dict[str, int] = field(default_factory=dict)  # answers per way the schema was enforced
     failures: list[str] = field(default_factory=list)
 
 
@@ -170,7 +177,8 @@ def judge(store: Store, cfg: JudgeConfig, *, progress: Callable[[int], None] | N
         report = JudgeReport()
         rule_rows, tasks = [], []
         base_sig = {"judge": cfg.spec, "llm": judge_sig, "lang": cfg.lang, "shots": cfg.shots, "layout": cfg.layout,
-                    "retries": cfg.retries, "weighted": cfg.weighted, "emplifai": __version__}
+                    "retries": cfg.retries, "weighted": cfg.weighted, "constrained": cfg.constrained,
+                    "parser": jp.PARSER_VERSION, "emplifai": __version__}
         for metric in cfg.metrics:
             for r in range(cfg.repeats):
                 for g, sit in rows:
@@ -178,14 +186,15 @@ def judge(store: Store, cfg: JudgeConfig, *, progress: Callable[[int], None] | N
                         report.skipped += 1
                     elif g.malformed is not None:
                         rule_rows.append(JudgeScore(
-                            generation_id=g.id, judge=cfg.spec, metric=metric, layout=cfg.layout, repeat=r, score=1,
+                            generation_id=g.id, judge=cfg.spec, metric=metric, layout=cfg.layout, repeat=r,
+                            score=rubrics.scale(metric)[0],
                             feedback=f"形式不備のため規則により最低点（{g.malformed}）", rule="malformed", attempts=0,
                             signature={**base_sig, "rule": "malformed generation gets the lowest score (paper §5.1)"},
                             prompt_version=cfg.prompt_version))
                     else:
                         msgs = jp.messages(metric, emotion=sit.emotion, situation=sit.text, patient=g.patient or "",
                                            supporter=g.supporter or "", layout=cfg.layout, lang=cfg.lang,
-                                           shots=cfg.shots)  # type: ignore[arg-type]
+                                           shots=cfg.shots, examples=rubrics.BY_KEY[metric].examples)  # type: ignore[arg-type]
                         tasks.append(_Task(g.id, metric, r, msgs))
         if on_total is not None:
             on_total(len(tasks) + len(rule_rows))
@@ -208,11 +217,19 @@ def judge(store: Store, cfg: JudgeConfig, *, progress: Callable[[int], None] | N
             model.close()
 
 
-def _params(cfg: JudgeConfig, repeat: int, attempt: int) -> Any:
-
+def answer_params(cfg: JudgeConfig, metric: str, repeat: int, attempt: int) -> GenParams:
+    """Decoding of one judgement. Constrained answers need no stop string: the grammar ends at the closing brace
+    (a stop at "}" would also cut a feedback that contains one)."""
     temperature = cfg.temperature if attempt == 0 else max(cfg.temperature, RETRY_TEMPERATURE)
+    schema = schema_text(jp.answer_schema(rubrics.scale(metric))) if cfg.constrained else None
     return GenParams(max_tokens=cfg.max_tokens, temperature=temperature, seed=cfg.seed + repeat + 1000 * attempt,
-                     stop=STOP, logprobs=5 if cfg.weighted else None)
+                     stop=() if schema else STOP, logprobs=5 if cfg.weighted else None, json_schema=schema)
+
+
+def _refused_forms(model: Any) -> list[str]:
+    """The response_format forms the server refused so far (OpenAI-compatible backends; cached or not)."""
+    inner = getattr(model, "inner", model)
+    return [form for form, _ in getattr(inner, "schema_refusals", [])]
 
 
 def _run_chunk(model: Any, cfg: JudgeConfig, chunk: list[_Task], base_sig: dict[str, Any],
@@ -225,13 +242,13 @@ def _run_chunk(model: Any, cfg: JudgeConfig, chunk: list[_Task], base_sig: dict[
     for attempt in range(cfg.retries + 1):
         if not pending:
             break
-        # the params depend on the repeat index (seed), so batch per repeat value
-        by_repeat: dict[int, list[int]] = defaultdict(list)
+        # the params depend on the repeat index (seed) and the metric (the answer's scale), so batch per both
+        groups: dict[tuple[int, str], list[int]] = defaultdict(list)
         for i in pending:
-            by_repeat[chunk[i].repeat].append(i)
+            groups[(chunk[i].repeat, chunk[i].metric)].append(i)
         still = []
-        for repeat, idx in by_repeat.items():
-            params = _params(cfg, repeat, attempt)
+        for (repeat, metric), idx in groups.items():
+            params = answer_params(cfg, metric, repeat, attempt)
             answers = model.batch_chat([chunk[i].messages for i in idx], params, concurrency=cfg.concurrency)
             report.attempts += len(idx)
             for i, ans in zip(idx, answers, strict=True):
@@ -241,34 +258,46 @@ def _run_chunk(model: Any, cfg: JudgeConfig, chunk: list[_Task], base_sig: dict[
                     still.append(i)
                     continue
                 text = ans.text
-                fixed = text if text.rstrip().endswith("}") else text + "}"
-                parsed = jp.parse_judgement(fixed)
+                parsed = parse_answer(text, metric)
                 raws[i].append(text)
+                how = ans.structured or "none"  # "none": the schema was not enforced (plain decoding)
+                report.structured[how] = report.structured.get(how, 0) + 1
                 if not parsed.ok:
+                    report.invalid += 1
                     reasons[i].append(f"attempt {attempt + 1}: {parsed.error}")
                     still.append(i)
                     continue
                 t = chunk[i]
                 results[i] = JudgeScore(
                     generation_id=t.gen_id, judge=cfg.spec, metric=t.metric, layout=cfg.layout, repeat=t.repeat,
-                    score=parsed.score, weighted=jp.weighted_score(ans.token_logprobs) if cfg.weighted else None,
-                    feedback=parsed.feedback, raw=_join(raws[i]), failure=None, attempts=attempt + 1,
+                    score=parsed.score, feedback=parsed.feedback, raw=_join(raws[i]), failure=None,
+                    weighted=jp.weighted_score(ans.token_logprobs, rubrics.scale(metric)) if cfg.weighted else None,
+                    attempts=attempt + 1,
                     signature={**base_sig, "params": params.model_dump(mode="json"),
+                               "structured": ans.structured, "schema_refused": _refused_forms(model) or None,
                                "earlier_failures": reasons[i] or None},
                     prompt_version=cfg.prompt_version)
                 report.scored += 1
         pending = still
     for i in pending:
         t = chunk[i]
+        last = answer_params(cfg, t.metric, t.repeat, cfg.retries)
         reason = "; ".join(reasons[i])
         results[i] = JudgeScore(
             generation_id=t.gen_id, judge=cfg.spec, metric=t.metric, layout=cfg.layout, repeat=t.repeat, score=None,
             weighted=None, feedback=None, raw=_join(raws[i]), failure=reason, attempts=cfg.retries + 1,
-            signature={**base_sig, "params": _params(cfg, t.repeat, cfg.retries).model_dump(mode="json")},
+            signature={**base_sig, "params": last.model_dump(mode="json"),
+                       "schema_refused": _refused_forms(model) or None},
             prompt_version=cfg.prompt_version)
         report.failed += 1
         report.failures.append(f"generation {t.gen_id} {t.metric} #{t.repeat}: {reason}")
     return [results[i] for i in range(len(chunk))]
+
+
+def parse_answer(text: str, metric: str) -> jp.Judgement:
+    """Parse one raw answer on the metric's scale. An answer cut at the stop string "}" gets its brace back."""
+    fixed = text if text.rstrip().endswith("}") else text + "}"
+    return jp.parse_judgement(fixed, rubrics.scale(metric))
 
 
 def _join(raws: list[str]) -> str:
@@ -303,7 +332,7 @@ def spread(scores: dict[tuple[int, str], list[float]]) -> dict[str, dict[str, fl
         if len(vals) > 1:
             per[metric].append(vals)
     out: dict[str, dict[str, float | int | None]] = {}
-    for metric in METRICS:
+    for metric in JUDGE_METRICS:
         items = per.get(metric, [])
         if not items:
             continue

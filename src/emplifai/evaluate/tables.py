@@ -57,7 +57,9 @@ def _mean(v: list[float]) -> float | None:
     return round(statistics.fmean(v), 4) if v else None
 
 
-def table4(store: Store, judge: str, sample: str = "default", weighted: bool = False) -> dict[str, Any]:
+def table4(store: Store, judge: str, sample: str = "default", weighted: bool = False,
+           metrics: tuple[str, ...] = METRICS) -> dict[str, Any]:
+    """Table 4 on one rubric set (``metrics``: the paper's 7 by default, or EPITOME's 3 mechanisms)."""
     rows: dict[str, Any] = {}
     with store.transaction() as s:
         gens = {g.id: g for g in s.scalars(select(Generation).where(Generation.sample_name == sample))}
@@ -73,15 +75,16 @@ def table4(store: Store, judge: str, sample: str = "default", weighted: bool = F
                 failed.add(key)
             elif r.rule is None and r.score is not None:
                 judged.add(key)
-    scores = item_scores(store, judge, sample, weighted=weighted)
+    scores = {k: v for k, v in item_scores(store, judge, sample, weighted=weighted).items() if k[1] in metrics}
     if not scores:
-        raise UserError(f"no scores of judge {judge!r} in sample {sample!r}; run `emplifai judge` first")
+        raise UserError(f"no scores of judge {judge!r} on {', '.join(metrics)} in sample {sample!r}; "
+                        "run `emplifai judge` first")
     for src in _sources(store, sample):
         ids = [g.id for g in gens.values() if g.source == src]
         malformed = {g.id for g in gens.values() if g.source == src and g.malformed is not None}
         entry: dict[str, Any] = {"n": len(ids), "malformed": len(malformed),
                                  "non_japanese": sum(gens[i].non_japanese for i in ids), "metrics": {}}
-        for m in METRICS:
+        for m in metrics:
             per_item = {i: statistics.fmean(scores[(i, m)]) for i in ids if (i, m) in scores}
             unscored = [i for i in ids if (i, m) in failed and (i, m) not in scores]
             if not per_item and not unscored:
@@ -96,7 +99,8 @@ def table4(store: Store, judge: str, sample: str = "default", weighted: bool = F
             }
         if entry["metrics"]:
             rows[src] = entry
-    return {"table": "4", "weighted": weighted, "rows": rows, "spread": spread(scores),
+    return {"table": "4", "weighted": weighted, "metrics": list(metrics),
+            "scales": {m: list(rubrics.scale(m)) for m in metrics}, "rows": rows, "spread": spread(scores),
             "provenance": _provenance(store, judge, sample)}
 
 
@@ -179,18 +183,26 @@ def _r_with_p(v: dict[str, Any]) -> str:
     return MISSING if v["pearson_r"] is None else f"{v['pearson_r']:.3f} (p {pvalue(v['pearson_p'])})"
 
 
+def _scale_label(m: str) -> str:
+    lo, hi = rubrics.scale(m)
+    return f"{rubrics.label(m)} ({lo}–{hi})"
+
+
 def md4(t: dict[str, Any]) -> str:
-    head = ("| 生成元 Source (n) | " + " | ".join(rubrics.label(m) for m in METRICS)
+    metrics = t.get("metrics", METRICS)
+    epitome = all(m in rubrics.EPITOME for m in metrics)
+    head = ("| 生成元 Source (n) | " + " | ".join(_scale_label(m) for m in metrics)
             + " | 形式不備 Malformed | 非日本語 |")
-    lines = ["# Table 4: LLM-as-a-Judge", "", f"Judge: `{t['provenance']['judge']}`"
-             + (" (G-Eval weighted)" if t["weighted"] else ""), "", head, "|" + "---|" * (len(METRICS) + 3)]
+    title = "# Table 4 (EPITOME mechanisms): LLM-as-a-Judge" if epitome else "# Table 4: LLM-as-a-Judge"
+    lines = [title, "", f"Judge: `{t['provenance']['judge']}`"
+             + (" (G-Eval weighted)" if t["weighted"] else ""), "", head, "|" + "---|" * (len(metrics) + 3)]
     for src, e in t["rows"].items():
         cells = []
-        for m in METRICS:
+        for m in metrics:
             cells.append(_table4_cell(e["metrics"].get(m)))
         lines.append(f"| {src} ({e['n']}) | " + " | ".join(cells) + f" | {e['malformed']} | {e['non_japanese']} |")
     lines += ["", "Each cell: the mean over the items that have a score (n), malformed generations at the lowest score "
-              "(1) by rule (paper §5.1); \"rule scores only\" marks a mean no judge answer contributed to; \"failed\" "
+              "by rule (paper §5.1); \"rule scores only\" marks a mean no judge answer contributed to; \"failed\" "
               "counts items the judge never scored (every attempt failed; raw outputs stored). Means over well-formed "
               "generations only and the failed attempts (repeats included) are in table4.json."]
     if t["spread"]:

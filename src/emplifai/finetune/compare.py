@@ -26,7 +26,7 @@ from emplifai.errors import UserError
 from emplifai.evaluate.generate import generate
 from emplifai.evaluate.judge import JudgeConfig, item_scores
 from emplifai.evaluate.judge import judge as run_judge
-from emplifai.evaluate.rubrics import METRICS, check_metrics
+from emplifai.evaluate.rubrics import METRICS, check_metrics, scale
 from emplifai.evaluate.sample import make_sample, population
 from emplifai.formatting import delta, num, pct, to_json
 from emplifai.llm import registry
@@ -175,7 +175,8 @@ def render_markdown(table: dict[str, Any]) -> str:
          True),
     ]
     for m in table["judge"]["metrics"]:
-        rows.append((f"judge: {m} (1–5)", b["judge"][m]["mean"], a["judge"][m]["mean"], False))
+        lo, hi = scale(m)
+        rows.append((f"judge: {m} ({lo}–{hi})", b["judge"][m]["mean"], a["judge"][m]["mean"], False))
     rows.append(("taxonomy validation top-1 accuracy", b["taxonomy"]["top1"], a["taxonomy"]["top1"], True))
     rows.append(("taxonomy validation top-3 accuracy", b["taxonomy"]["top3"], a["taxonomy"]["top3"], True))
     s = table["sample"]

@@ -52,6 +52,9 @@ class FinetuneConfig(BaseModel):
     )
     lang: Lang = "ja"
     split_name: str = Field("default", description="split manifest to read the train/validation splits from")
+    train_sources: list[Literal["crowd", "synthetic", "sample", "model"]] | None = Field(
+        None, description="train only on dialogues of these sources (None: all); synthetic ones only once approved "
+                          "in review (SynthEmpathy's experiment: [crowd] vs [crowd, synthetic])")
     max_train_examples: int | None = Field(192, ge=1, description="random subset of the train split (seeded)")
     max_eval_examples: int | None = Field(48, ge=1, description="random subset of the validation split")
     max_length: int = Field(512, ge=16, description="tokens per example; longer ones are truncated")

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from emplifai.errors import UserError
 from emplifai.llm import END_OF_TURN, Message, render_gemma
 from emplifai.prompts import generation
+from emplifai.records import Source, Status
 from emplifai.store import repo
 from emplifai.store.db import open_store
 
@@ -64,6 +65,13 @@ def completion_text(patient: str, supporter: str, prompt_format: PromptFormat, e
     return dialogue + END_OF_TURN + eos  # llama.cpp stops on <end_of_turn> (an end-of-generation token)
 
 
+def _wanted(r: Any, cfg: FinetuneConfig) -> bool:
+    """Whether a record joins the training data: its source is listed, and a synthetic one passed review."""
+    if cfg.train_sources is None:
+        return True
+    return r.source in cfg.train_sources and (r.source != Source.SYNTHETIC or r.status == Status.APPROVED)
+
+
 def load_examples(db: str | None, cfg: FinetuneConfig, eos: str = GEMMA_EOS,
                   tokenizer: PreTrainedTokenizerBase | None = None) -> tuple[list[Example], list[Example], int]:
     """(train, validation, manifest id) from the stored split. Errors name the missing step."""
@@ -81,7 +89,7 @@ def load_examples(db: str | None, cfg: FinetuneConfig, eos: str = GEMMA_EOS,
                 out[split] = [
                     Example(r.dialogue_id, prompt_text(r.emotion, r.situation, cfg.prompt_format, cfg.lang, tokenizer),
                             completion_text(r.patient, r.supporter, cfg.prompt_format, eos, tokenizer))
-                    for r in repo.iter_records(s, split=split, manifest=manifest)
+                    for r in repo.iter_records(s, split=split, manifest=manifest) if _wanted(r, cfg)
                 ]
             manifest_id = manifest.id
     finally:

@@ -11,6 +11,7 @@ everything that determines outputs; it is recorded with results and keys the dis
 from __future__ import annotations
 
 import abc
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, TypedDict
@@ -32,6 +33,7 @@ __all__ = [
     "ProgressCallback",
     "TokenLogprob",
     "as_failure",
+    "schema_text",
     "to_messages",
 ]
 
@@ -69,6 +71,10 @@ class GenParams(BaseModel):
     stop: tuple[str, ...] = ()
     # Number of top alternatives to return per generated token; None = no logprobs at all (cheaper).
     logprobs: int | None = Field(None, ge=0, le=20)
+    # Structured output: a JSON schema (canonical JSON text, see schema_text) the answer must follow. llama.cpp
+    # decodes under a GBNF grammar built from it; OpenAI-compatible servers get it as response_format and fall
+    # back to plain decoding where refused. Completion.structured says how it was honoured.
+    json_schema: str | None = None
 
 
 class Message(BaseModel):
@@ -106,6 +112,9 @@ class Completion:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     cached: bool = False
+    # how GenParams.json_schema was enforced: "grammar" (llama.cpp GBNF), "json_schema" / "json_object"
+    # (the server's response_format), None when it was not (no schema asked, or the backend/server refused)
+    structured: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -220,6 +229,11 @@ class LLM(abc.ABC):
 
 
 # ----------------------------------------------------------------------------------------------- helpers
+def schema_text(schema: Mapping[str, Any]) -> str:
+    """A JSON schema as GenParams.json_schema holds it: canonical JSON, so equal schemas give equal cache keys."""
+    return json.dumps(schema, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
 def as_failure(call: Callable[[], Completion]) -> Completion | LLMFailure:
     """One item of a batch: its completion, or an :class:`LLMFailure` with the reason (and raw text, if any)."""
     try:

@@ -32,6 +32,8 @@ from .base import (
 
 #: bump to invalidate every entry when the stored format or key recipe changes
 CACHE_FORMAT = 1
+#: bump when the way backends enforce GenParams.json_schema changes (grammar build, response_format forms)
+STRUCTURED_VERSION = 1
 
 
 class CachedLLM(LLM):
@@ -148,7 +150,7 @@ class CachedLLM(LLM):
             "format": CACHE_FORMAT,
             "signature": self.signature(),
             "method": method,
-            "params": params.model_dump(mode="json") if params else None,
+            "params": _params_key(params),
             "input": payload,
         }
         text = json.dumps(blob, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
@@ -196,3 +198,13 @@ class CachedLLM(LLM):
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+
+def _params_key(params: GenParams | None) -> dict[str, Any] | None:
+    """The decoding parameters as keyed. ``json_schema`` is left out when unset, so the keys of entries written
+    before structured output existed stay valid; when set, the structured-output recipe version joins it."""
+    if params is None:
+        return None
+    if params.json_schema is None:
+        return params.model_dump(mode="json", exclude={"json_schema"})
+    return {**params.model_dump(mode="json"), "structured_version": STRUCTURED_VERSION}

@@ -10,6 +10,7 @@ token and sorts it in Python) and (c) one place that handles stop strings and en
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -17,6 +18,18 @@ from .base import Completion, GenParams, TokenLogprob
 
 #: bump when the decode loop / sampling changes in a way that changes outputs (it is part of signature()).
 LOOP_VERSION = 1
+
+
+class Constraint(Protocol):
+    """What the decode loop needs from a grammar (llm/grammar.py): check one token, mask all, advance."""
+
+    def allows(self, token: int) -> bool: ...
+
+    def mask(self, logprobs: np.ndarray) -> np.ndarray: ...
+
+    def accept(self, token: int) -> None: ...
+
+    def complete(self, text: str) -> bool: ...
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -77,8 +90,12 @@ def generate(
     params: GenParams,
     max_new: int,
     prompt_tokens: int,
+    constraint: Constraint | None = None,
 ) -> Completion:
-    """Run the decode loop. ``step(token)`` feeds one token and returns the next position's logits."""
+    """Run the decode loop. ``step(token)`` feeds one token and returns the next position's logits.
+
+    With a ``constraint`` every chosen token is one it allows (the reported log-probabilities stay the model's
+    own), and generation stops as soon as the constrained text is complete."""
     rng = np.random.default_rng(params.seed)
     logits = first_logits
     out: list[int] = []
@@ -88,6 +105,11 @@ def generate(
     for n in range(max_new):
         lp = log_softmax(logits)
         tok = choose_token(lp, params, rng)
+        if constraint is not None:
+            if not constraint.allows(tok):
+                tok = choose_token(constraint.mask(lp), params, rng)
+            if not is_eog(tok):
+                constraint.accept(tok)
         if is_eog(tok):
             finish = "stop"
             break
@@ -100,6 +122,9 @@ def generate(
         cut = _earliest_stop(text, params.stop)
         if cut is not None:
             text, finish = text[:cut], "stop"
+            break
+        if constraint is not None and constraint.complete(text):
+            finish = "stop"
             break
         if n + 1 < max_new:
             logits = step(tok)

@@ -43,6 +43,7 @@ from .base import (
     to_messages,
 )
 from .chat_template import render_gemma
+from .grammar import JsonConstraint
 
 
 class LlamaCppLLM(LLM):
@@ -234,16 +235,26 @@ class LlamaCppLLM(LLM):
         def step(token: int) -> np.ndarray:
             return self._eval_last([*self._kv, token])
 
-        return decoding.generate(
-            first,
-            step,
-            detokenize=lambda toks: self._llama.detokenize(toks),
-            piece=self._piece,
-            is_eog=lambda t: bool(self._lc.llama_vocab_is_eog(self._vocab, t)),
-            params=params,
-            max_new=max_new,
-            prompt_tokens=len(tokens),
-        )
+        # a JSON schema is enforced by llama.cpp's grammar sampler inside our own loop (llm/grammar.py)
+        constraint = JsonConstraint(self._lc, self._vocab, self._n_vocab, params.json_schema) \
+            if params.json_schema else None
+        try:
+            out = decoding.generate(
+                first,
+                step,
+                detokenize=lambda toks: self._llama.detokenize(toks),
+                piece=self._piece,
+                is_eog=lambda t: bool(self._lc.llama_vocab_is_eog(self._vocab, t)),
+                params=params,
+                max_new=max_new,
+                prompt_tokens=len(tokens),
+                constraint=constraint,
+            )
+        finally:
+            if constraint is not None:
+                constraint.close()
+        out.structured = "grammar" if constraint is not None else None
+        return out
 
     def _piece(self, token: int) -> str:
         return self._llama.detokenize([token]).decode("utf-8", errors="replace")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import json
 import os
 import random
 import time
@@ -41,6 +42,9 @@ Body = dict[str, Any]
 #: one request of a batch: build -> (path, body), then parse the JSON answer
 Job = tuple[Callable[[], tuple[str, Body]], Callable[[Body], Completion]]
 RETRY_STATUS = frozenset({408, 425, 429})  # plus every 5xx
+#: how a JSON schema is sent, in order of preference: OpenAI's form (vLLM, llama-server, OpenAI), then the
+#: json_object + schema form of llama-cpp-python's server and llama-server; past both, plain decoding
+SCHEMA_FORMS = ("json_schema", "json_object")
 
 
 class OpenAICompatLLM(LLM):
@@ -80,6 +84,10 @@ class OpenAICompatLLM(LLM):
         self.fold_system = fold_system
         self.extra_body = dict(extra_body or {})
         self._client: httpx.Client | None = None
+        # response_format forms still to try for a JSON schema; a refused form is dropped for the rest of the run
+        self._schema_forms: list[str] = list(SCHEMA_FORMS)
+        #: each refusal of a form, as (form, the server's reason): recorded with the results that fell back
+        self.schema_refusals: list[tuple[str, str]] = []
 
     # ------------------------------------------------------------------------------------- public API
     def signature(self) -> dict[str, Any]:
@@ -90,6 +98,7 @@ class OpenAICompatLLM(LLM):
             "base_url": self.base_url,
             "fold_system": self.fold_system,
             "extra_body": self.extra_body,
+            "structured_output": "response_format: " + " > ".join(SCHEMA_FORMS) + " > none",
         }
 
     def complete(self, prompt: str, params: GenParams | None = None) -> Completion:
@@ -98,7 +107,14 @@ class OpenAICompatLLM(LLM):
 
     def chat(self, messages: MessagesLike, params: GenParams | None = None) -> Completion:
         params = params or GenParams()
-        return _parse_chat(self._post("/chat/completions", self._chat_body(to_messages(messages), params)))
+        msgs = to_messages(messages)
+        while True:
+            form = self._schema_form(params)
+            try:
+                return _parse_chat(self._post("/chat/completions", self._chat_body(msgs, params, form)), form)
+            except LLMError as exc:
+                if not self._refused(form, exc):
+                    raise
 
     def batch_chat(
         self,
@@ -109,8 +125,10 @@ class OpenAICompatLLM(LLM):
         progress: ProgressCallback | None = None,
     ) -> list[Completion | LLMFailure]:
         params = params or GenParams()
-        jobs = [(lambda conv=conv: ("/chat/completions", self._chat_body(to_messages(conv), params)), _parse_chat)
-                for conv in conversations]
+        # the form is read when each request is built, so a refusal seen by one request reaches the later ones
+        jobs = [(lambda conv=conv: ("/chat/completions",
+                                    self._chat_body(to_messages(conv), params, self._schema_form(params))),
+                 _parse_chat) for conv in conversations]
         return self._batch(jobs, concurrency, progress)
 
     def batch_complete(
@@ -169,13 +187,34 @@ class OpenAICompatLLM(LLM):
             body["stop"] = list(params.stop)
         return body
 
-    def _chat_body(self, messages: list[Message], params: GenParams) -> dict[str, Any]:
+    def _chat_body(self, messages: list[Message], params: GenParams, form: str | None = None) -> dict[str, Any]:
         if self.fold_system:
             messages = _fold_system(messages)
         body = self._common(params) | {"messages": [m.model_dump() for m in messages]}
         if params.logprobs is not None:
             body |= {"logprobs": True, "top_logprobs": params.logprobs}
+        if form is not None and params.json_schema is not None:
+            schema = json.loads(params.json_schema)
+            body["response_format"] = (
+                {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema, "strict": True}}
+                if form == "json_schema" else {"type": "json_object", "schema": schema})
         return body | self.extra_body
+
+    # ------------------------------------------------------------------------------ structured output
+    def _schema_form(self, params: GenParams) -> str | None:
+        if params.json_schema is None:
+            return None
+        forms = self._schema_forms
+        return forms[0] if forms else None
+
+    def _refused(self, form: str | None, exc: LLMError) -> bool:
+        """Whether ``exc`` is the server refusing this response_format form (then the next form is tried)."""
+        if form is None or not isinstance(exc, SchemaRefused):
+            return False
+        if form in self._schema_forms:
+            self._schema_forms.remove(form)
+            self.schema_refusals.append((form, (exc.raw or str(exc))[:300]))
+        return True
 
     def _completion_body(self, prompt: str, params: GenParams) -> dict[str, Any]:
         body = self._common(params) | {"prompt": prompt}
@@ -253,6 +292,8 @@ class OpenAICompatLLM(LLM):
             except ValueError as exc:
                 raise LLMError(f"{resp.request.url}: response is not JSON", raw=resp.text[:2000]) from exc
         problem = f"HTTP {resp.status_code} from {resp.request.url}"
+        if _refuses_schema(resp):
+            raise SchemaRefused(f"{problem}: the server refused the response_format", raw=resp.text[:2000])
         if resp.status_code in RETRY_STATUS or resp.status_code >= 500:
             return None, problem, resp.text[:2000], resp.headers.get("retry-after")
         raise LLMError(problem, raw=resp.text[:2000])
@@ -281,8 +322,15 @@ class OpenAICompatLLM(LLM):
                 async with sem:
                     result: Completion | LLMFailure
                     try:
-                        path, body = build()
-                        result = parse(await self._apost(client, path, body))
+                        while True:  # a refused response_format is retried in the next form
+                            path, body = build()
+                            try:
+                                result = parse(await self._apost(client, path, body))
+                                break
+                            except LLMError as exc:
+                                if not self._refused(_schema_form_of(body), exc):
+                                    raise
+                        result.structured = _schema_form_of(body)
                     except LLMError as exc:
                         result = LLMFailure(reason=str(exc), raw=exc.raw)
                     except Exception as exc:  # one bad item must not sink the batch
@@ -295,6 +343,25 @@ class OpenAICompatLLM(LLM):
 
 
 # ---------------------------------------------------------------------------------------------- helpers
+class SchemaRefused(LLMError):
+    """The server does not take this response_format form (a validation error naming it; not worth a retry)."""
+
+
+def _refuses_schema(resp: httpx.Response) -> bool:
+    # llama-cpp-python's server answers an unknown response_format type with HTTP 500 (its error handler wraps
+    # the validation error), vLLM and OpenAI with 400/422: what counts is an error that names the field
+    if resp.status_code not in (400, 422, 500, 501) or b'"response_format"' not in (resp.request.content or b""):
+        return False
+    text = resp.text.lower()
+    return "response_format" in text or "json_schema" in text
+
+
+def _schema_form_of(body: Body) -> str | None:
+    """The response_format form a request body asked for (None: no schema sent)."""
+    rf = body.get("response_format")
+    return rf.get("type") if isinstance(rf, dict) else None
+
+
 def _normalise_base(url: str) -> str:
     """Accept ``http://host:8000``, ``http://host:8000/`` or ``http://host:8000/v1``; return ``.../v1``."""
     url = url.rstrip("/")
@@ -325,7 +392,7 @@ def _usage(data: dict[str, Any]) -> tuple[int | None, int | None]:
     return usage.get("prompt_tokens"), usage.get("completion_tokens")
 
 
-def _parse_chat(data: dict[str, Any]) -> Completion:
+def _parse_chat(data: dict[str, Any], structured: str | None = None) -> Completion:
     try:
         choice = data["choices"][0]
         text = choice["message"].get("content") or ""
@@ -349,6 +416,7 @@ def _parse_chat(data: dict[str, Any]) -> Completion:
         token_logprobs=lps,
         prompt_tokens=prompt_tokens,
         completion_tokens=completion_tokens,
+        structured=structured,
     )
 
 

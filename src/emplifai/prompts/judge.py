@@ -1,6 +1,8 @@
-"""LLM-as-a-judge prompts for the 7 metrics of the paper's Table 3, and the strict parser of the judge's answer.
+"""LLM-as-a-judge prompts for the judge's rubrics (the paper's 7 of Table 3 and EPITOME's 3 mechanisms), the
+JSON schema of an answer, and the strict parser of the judge's answer.
 
-Each metric has its own rubric template (``judge_<metric>_<lang>.j2``) with a description of every level 1–5.
+Each metric has its own rubric template (``judge_<metric>_<lang>.j2``) with a description of every level of
+its scale (1–5 for the paper's rubrics, 0–2 for EPITOME's; evaluate.rubrics holds the scales).
 The rubric (and the worked examples) come first and the item (emotion, situation, conversation) last, so all
 judgements of one metric share a long prompt prefix that backends with a prompt cache reuse.
 
@@ -8,9 +10,10 @@ Parsing rules (each tested; anything else is a failure, stored with the raw text
 
 * the answer must contain exactly one JSON object with the keys ``feedback`` and ``score`` (case-insensitive);
   text or a Markdown code fence around the object is tolerated;
-* ``score`` must be a whole number 1–5: ``4``, ``4.0``, ``"4"``, full-width ``"４"`` and ``「５」`` are accepted
-  (NFKC + corner brackets stripped); ``0``, ``6``, ``4.5``, ``"4.5"``, ``true``, ``"five"`` and a missing or
-  empty score are failures;
+* ``score`` must be a whole number on the metric's scale (1–5 here): ``4``, ``4.0``, ``"4"``, full-width
+  ``"４"`` and ``「５」`` are accepted (NFKC + corner brackets stripped); ``0``, ``6``, ``4.5``, ``"4.5"``,
+  ``true``, ``"five"`` and a missing or empty score are failures;
+* a raw newline or tab inside a JSON string is tolerated (servers' JSON grammars let models write one);
 * ``feedback`` must be a non-empty string (a missing or empty feedback is a failure: the rubric asks for it);
 * two or more JSON objects whose scores differ are a failure (ambiguous); no JSON object at all is a failure
   (no fishing for a stray digit in prose).
@@ -31,6 +34,14 @@ from emplifai.prompts import render
 from emplifai.prompts.generation import PATIENT, SUPPORTER
 
 PROMPT_VERSION = "judge-v1"
+Scale = tuple[int, int]
+PAPER_SCALE: Scale = (1, 5)
+#: bump whenever parse_judgement accepts or refuses something new: stored with every score, and
+#: ``emplifai judge --reparse`` re-reads stored raw outputs with the current rules
+PARSER_VERSION = "judge-parse-v2"  # v2: raw control characters inside strings, per-metric scales
+#: longest feedback the answer schema admits, in characters: with max_tokens 160 the closing brace and the
+#: score always fit, so a constrained answer is never cut off
+FEEDBACK_MAX_CHARS = 100
 Lang = Literal["ja", "en"]
 LAYOUTS = ("standard", "blocks", "reversed")  # standard is the Table-4 layout; the others probe layout bias
 
@@ -82,16 +93,20 @@ _EXAMPLES = (
 
 def messages(
     metric: str, *, emotion: str, situation: str, patient: str, supporter: str, layout: str = "standard",
-    lang: Lang = "ja", shots: int = 0,
+    lang: Lang = "ja", shots: int = 0, examples: Sequence[tuple[int, str, str]] | None = None,
 ) -> list[dict[str, str]]:
-    """Rubric (shared), then ``shots`` worked examples (shared), then the item; no system message."""
+    """Rubric (shared), then ``shots`` worked examples (shared), then the item; no system message.
+
+    ``examples`` gives (score, feedback ja, feedback en) of each worked example for a rubric whose scale is not
+    the paper's (evaluate.rubrics holds them); by default the examples are rated 4 and 2 on 1–5."""
     if not 0 <= shots <= len(_EXAMPLES):
         raise ValueError(f"shots must be between 0 and {len(_EXAMPLES)}")
     out: list[dict[str, str]] = []
-    for ex in _EXAMPLES[:shots]:
+    for k, ex in enumerate(_EXAMPLES[:shots]):
         shown = item(emotion=ex["emotion"], situation=ex["situation"], patient=ex["patient"],
                      supporter=ex["supporter"], layout=layout, lang=lang)
-        answer = json.dumps({"feedback": ex[lang], "score": ex["score"]}, ensure_ascii=False)
+        score, ja, en = examples[k] if examples else (ex["score"], ex["ja"], ex["en"])
+        answer = json.dumps({"feedback": ja if lang == "ja" else en, "score": score}, ensure_ascii=False)
         out += [{"role": "user", "content": shown}, {"role": "assistant", "content": answer}]
     out.append({"role": "user", "content": item(emotion=emotion, situation=situation, patient=patient,
                                                 supporter=supporter, layout=layout, lang=lang)})
@@ -100,6 +115,19 @@ def messages(
     # so the in-process prompt is the same text either way.
     out[0] = {"role": "user", "content": f"{rubric(metric, lang)}\n\n{out[0]['content']}"}
     return out
+
+
+def answer_schema(scale: Scale = PAPER_SCALE) -> dict[str, Any]:
+    """The JSON schema of a valid answer: feedback first (the reasoning before the score), then the score."""
+    return {
+        "type": "object",
+        "properties": {
+            "feedback": {"type": "string", "minLength": 1, "maxLength": FEEDBACK_MAX_CHARS},
+            "score": {"type": "integer", "enum": list(range(scale[0], scale[1] + 1))},
+        },
+        "required": ["feedback", "score"],
+        "additionalProperties": False,
+    }
 
 
 # ------------------------------------------------------------------------------------------------- parsing
@@ -119,7 +147,7 @@ _FENCE = re.compile(r"```(?:json)?", re.IGNORECASE)
 
 def _json_objects(text: str) -> list[tuple[int, int, Any]]:
     """Every top-level JSON object in ``text`` as (start, end, value), scanning with the JSON decoder."""
-    dec = json.JSONDecoder()
+    dec = json.JSONDecoder(strict=False)  # strict=False: a raw newline inside a string is not a failure
     out: list[tuple[int, int, Any]] = []
     i = 0
     while (i := text.find("{", i)) >= 0:
@@ -142,7 +170,8 @@ def _normalise_quotes(text: str) -> str:
     return re.sub(r'("score"\s*:\s*)「\s*([^」"]*?)\s*」', r'\1"\2"', s, flags=re.IGNORECASE)
 
 
-def _score_value(value: Any) -> tuple[int | None, str | None]:
+def _score_value(value: Any, scale: Scale = PAPER_SCALE) -> tuple[int | None, str | None]:
+    lo, hi = scale
     if isinstance(value, bool):
         return None, f"score {json.dumps(value)} is not a number"
     if isinstance(value, str):
@@ -152,17 +181,17 @@ def _score_value(value: Any) -> tuple[int | None, str | None]:
         value = float(s) if "." in s else int(s)
     if isinstance(value, float):
         if not math.isfinite(value) or value != int(value):
-            return None, f"score {value} is not a whole number on the 1–5 scale"
+            return None, f"score {value} is not a whole number on the {lo}–{hi} scale"
         value = int(value)
     if not isinstance(value, int):
         return None, f"score {json.dumps(value, ensure_ascii=False)} is not a number"
-    if not 1 <= value <= 5:
-        return None, f"score {value} is outside the 1–5 scale"
+    if not lo <= value <= hi:
+        return None, f"score {value} is outside the {lo}–{hi} scale"
     return value, None
 
 
-def parse_judgement(text: str) -> Judgement:
-    """Validate one judge answer by the rules in this module's docstring."""
+def parse_judgement(text: str, scale: Scale = PAPER_SCALE) -> Judgement:
+    """Validate one judge answer by the rules in this module's docstring, on the metric's ``scale``."""
     if not text or not text.strip():
         return Judgement(None, None, "empty output")
     s = _FENCE.sub("", _normalise_quotes(text))
@@ -175,7 +204,7 @@ def parse_judgement(text: str) -> Judgement:
     if len({json.dumps(o[2]["score"]) for o in with_score}) > 1:
         return Judgement(None, None, f"{len(with_score)} JSON objects with different scores (ambiguous)")
     obj = with_score[0][2]
-    score, err = _score_value(obj["score"])
+    score, err = _score_value(obj["score"], scale)
     feedback = obj.get("feedback")
     if err is None and feedback is None:
         err = "missing field 'feedback'"
@@ -189,11 +218,12 @@ def parse_judgement(text: str) -> Judgement:
 _SCORE_KEY = re.compile(r'score["\uff02]?\s*[:\uff1a]\s*["\uff02「]?\s*$', re.IGNORECASE)
 
 
-def weighted_score(token_logprobs: Sequence[dict[str, Any]] | None) -> float | None:
+def weighted_score(token_logprobs: Sequence[dict[str, Any]] | None, scale: Scale = PAPER_SCALE) -> float | None:
     """G-Eval: the expected score under the judge's distribution at the score token, E[s] = Σ p(s)·s / Σ p(s).
 
     Finds the last generated token that is a digit right after ``"score":`` and uses the top alternatives the
-    backend returned for it. None when there are no log-probabilities, no such token, or no alternative is 1–5.
+    backend returned for it. None when there are no log-probabilities, no such token, or no alternative is on
+    the scale.
     """
     if not token_logprobs:
         return None
@@ -210,7 +240,7 @@ def weighted_score(token_logprobs: Sequence[dict[str, Any]] | None) -> float | N
     probs: dict[int, float] = {}
     for alt, lp in alternatives.items():
         d = _digit(alt)
-        if d is not None and 1 <= d <= 5 and lp is not None and math.isfinite(lp):
+        if d is not None and scale[0] <= d <= scale[1] and lp is not None and math.isfinite(lp):
             probs[d] = probs.get(d, 0.0) + math.exp(lp)
     total = sum(probs.values())
     return sum(s * p for s, p in probs.items()) / total if total > 0 else None

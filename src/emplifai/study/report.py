@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 from emplifai import __version__, taxonomy
 from emplifai.dataset import stats
 from emplifai.errors import UserError
-from emplifai.evaluate import tables
-from emplifai.evaluate.rubrics import METRICS
+from emplifai.evaluate import panel, tables
+from emplifai.evaluate.rubrics import EPITOME, METRICS
 from emplifai.evaluate.rubrics import label as metric_label
 from emplifai.formatting import num, to_json
 from emplifai.predict.table2 import TABLE_KEYS, plot_confusion, slug, stored_results
@@ -74,17 +74,30 @@ def _per_emotion_chart(results: list[dict[str, Any]], out: Path) -> Path | None:
 
 
 def _evaluation(study: Study) -> dict[str, Any]:
-    """Tables 4 and 5 and their plots, when the judge stage has run."""
+    """Tables 4 and 5 and their plots, when the judge stage has run: Table 4 per rubric set (the paper's 7,
+    EPITOME's 3), for the first judge and, with a panel, for the panel (mean of judges, agreement)."""
 
     folder = study.out / "eval"
-    judge, sample = study.cfg.judge.judge, study.cfg.sample.name
-    result: dict[str, Any] = {"table4": None, "table5": None, "bias": None, "plots": [], "why_no_table5": None}
-    try:
-        result["table4"] = tables.table4(study.store, judge, sample)
-    except UserError as exc:
-        result["why_no_table4"] = str(exc)
+    panel_specs, sample = study.cfg.judge.panel, study.cfg.sample.name
+    judge = panel_specs[0]
+    keys = study.cfg.judge.metric_keys
+    sets = {name: tuple(m for m in ms if m in keys) for name, ms in (("table4", METRICS), ("table4_epitome", EPITOME))}
+    result: dict[str, Any] = {"table4": None, "table4_epitome": None, "panel": {}, "table5": None, "bias": None,
+                              "plots": [], "why_no_table5": None, "judges": panel_specs}
+    for name, metrics in sets.items():
+        if not metrics:
+            continue
+        try:
+            result[name] = tables.table4(study.store, judge, sample, metrics=metrics)
+        except UserError as exc:
+            result["why_no_table4"] = str(exc)
+            return result
+        tables.write(folder, name, result[name], tables.md4(result[name]))
+        if len(panel_specs) > 1:
+            result["panel"][name] = panel.panel_table4(study.store, panel_specs, sample, metrics=metrics)
+            tables.write(folder, f"{name}_panel", result["panel"][name], panel.md_panel(result["panel"][name]))
+    if result["table4"] is None:
         return result
-    tables.write(folder, "table4", result["table4"], tables.md4(result["table4"]))
     result["bias"] = tables.bias(study.store, judge, sample)
     tables.write(folder, "bias", result["bias"], tables.md_bias(result["bias"]))
     rated = study.cfg.agree.source if study.cfg.agree.ratings else None
@@ -113,6 +126,8 @@ def _markdown(study: Study, c: dict[str, Any]) -> str:
     ev = c["eval"]
     parts = [table2_markdown(c["table2_results"], c["table2"]["split"]) if c["table2_results"] else None,
              tables.md4(ev["table4"]) if ev.get("table4") else None,
+             tables.md4(ev["table4_epitome"]) if ev.get("table4_epitome") else None,
+             *[panel.md_panel(t) for t in ev.get("panel", {}).values()],
              tables.md5(ev["table5"]) if ev.get("table5") else None,
              tables.md_bias(ev["bias"]) if ev.get("bias") else None]
     for part in filter(None, parts):
@@ -155,7 +170,7 @@ def build_report(study: Study) -> dict[str, Path]:
         "table2_results": results,
         "confusions": [(m, _data_uri(p)) for m, p in confusions if p.exists()],
         "per_emotion": _data_uri(per_emotion) if per_emotion else None,
-        "eval": evaluation, "metrics": METRICS, "metric_label": metric_label,
+        "eval": evaluation, "metrics": METRICS, "epitome": EPITOME, "metric_label": metric_label,
         "plots": [_data_uri(p) for p in evaluation["plots"]], "provenance": provenance,
         "provenance_json": to_json(provenance),
     }

@@ -25,7 +25,7 @@ from emplifai.errors import InputError, UserError
 from emplifai.evaluate import generate as g
 from emplifai.evaluate.judge import JudgeConfig, judge
 from emplifai.evaluate.ratings import import_sheets
-from emplifai.evaluate.rubrics import METRICS
+from emplifai.evaluate.rubrics import check_metrics, rubric_set
 from emplifai.evaluate.sample import make_sample
 from emplifai.formatting import to_json
 from emplifai.predict.validate import validate_taxonomy
@@ -97,11 +97,30 @@ class GenerateSection(_Section):
 
 class JudgeSection(_Section):
     judge: str = "embedded"
-    metrics: list[str] | None = None
+    judges: list[str] | None = Field(None, description="A panel: several judge specs (instead of judge).")
+    rubrics: Literal["paper", "epitome", "all"] = "paper"
+    metrics: list[str] | None = Field(None, description="A subset of metric keys (overrides rubrics).")
+    constrained: bool = True
     shots: int = Field(2, ge=0, le=2)
     allow_self_judge: bool = False
     limit: int | None = Field(None, ge=1)
     concurrency: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _panel(self) -> JudgeSection:
+        if self.judges is not None and (not self.judges or len(set(self.judges)) != len(self.judges)):
+            raise ValueError("judges must list distinct judge specs")
+        if self.metrics is not None:
+            check_metrics(self.metrics)
+        return self
+
+    @property
+    def panel(self) -> list[str]:
+        return list(self.judges) if self.judges else [self.judge]
+
+    @property
+    def metric_keys(self) -> tuple[str, ...]:
+        return check_metrics(self.metrics) if self.metrics else rubric_set(self.rubrics)
 
 
 class AgreeSection(_Section):
@@ -291,12 +310,17 @@ class Study:
     def _stage_judge(self) -> dict[str, Any]:
 
         j = self.cfg.judge
-        cfg = JudgeConfig(spec=j.judge, sample=self.cfg.sample.name, metrics=tuple(j.metrics or METRICS),
-                          shots=j.shots, allow_self=j.allow_self_judge, limit=j.limit, concurrency=j.concurrency)
-        r = judge(self.store, cfg, progress=self._bar(f"judge {j.judge}", None))
-        if r.failed:
-            self.notify(f"[judge] {r.failed} judgement(s) failed after retries; stored with raw output")
-        return {"scored": r.scored, "by_rule": r.by_rule, "failed": r.failed, "skipped": r.skipped}
+        out: dict[str, Any] = {}
+        for spec in j.panel:  # each judge of a panel is checked by the blind rule on its own
+            cfg = JudgeConfig(spec=spec, sample=self.cfg.sample.name, metrics=j.metric_keys, shots=j.shots,
+                              allow_self=j.allow_self_judge, limit=j.limit, concurrency=j.concurrency,
+                              constrained=j.constrained)
+            r = judge(self.store, cfg, progress=self._bar(f"judge {spec}", None))
+            if r.failed:
+                self.notify(f"[judge] {spec}: {r.failed} judgement(s) failed after retries; stored with raw output")
+            out[spec] = {"scored": r.scored, "by_rule": r.by_rule, "failed": r.failed, "skipped": r.skipped,
+                         "invalid_answers": r.invalid, "structured": r.structured}
+        return out if len(j.panel) > 1 else out[j.panel[0]]
 
     def _stage_agree(self) -> dict[str, Any]:
         if not self.cfg.agree.ratings:
