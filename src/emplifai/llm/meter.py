@@ -105,22 +105,23 @@ def metering(ledger: Ledger, stage: str) -> Iterator[Ledger]:
         _ACTIVE.reset(token)
 
 
-def metered(llm: LLM) -> LLM:
-    """``llm`` counted in the active ledger, or unchanged when nothing is metering."""
+def metered(llm: LLM, spec: str | None = None) -> LLM:
+    """``llm`` counted in the active ledger under ``spec`` (the spec as the config wrote it, so the price
+    table matches; default: the backend's canonical spec), or unchanged when nothing is metering."""
     active = _ACTIVE.get()
     if active is None or isinstance(llm, MeteredLLM):
         return llm
     ledger, stage = active
-    return MeteredLLM(llm, ledger, stage)
+    return MeteredLLM(llm, ledger, stage, spec)
 
 
 class MeteredLLM(LLM):
     """An LLM that counts what passes through it; everything else is the wrapped backend's."""
 
-    def __init__(self, inner: LLM, ledger: Ledger, stage: str):
+    def __init__(self, inner: LLM, ledger: Ledger, stage: str, spec: str | None = None):
         self.inner, self.ledger = inner, ledger
         self.spec, self.instruction_tuned = inner.spec, inner.instruction_tuned
-        self.usage = ledger.usage(stage, inner.spec)
+        self.usage = ledger.usage(stage, spec or inner.spec)
 
     def __getattr__(self, name: str) -> Any:  # backend extras (n_ctx, tokenizer, ...) stay reachable
         if name == "inner":  # not set yet (copy, pickle): no recursion

@@ -109,6 +109,6 @@ def load_model(spec: str) -> LLM:
     loads its models through this one function, so a test swaps the loader in one place, and a study counts
     what each stage spent (:func:`emplifai.llm.meter.metering`)."""
     try:
-        return metered(load(spec))
+        return metered(load(spec), spec)
     except LLMError as exc:
         raise UserError(f"cannot load model {spec!r}: {exc}") from exc
