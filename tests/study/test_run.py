@@ -109,7 +109,8 @@ def test_small_study_end_to_end_rerun_and_report_in_browser(tmp_path, browser):
     assert (spent["calls"], spent["usage_missing"], spent["failures"]) == (2, 2, 0)
     gen = state["generate"]["spend"]["embedded"]
     assert gen["calls"] == 2 and gen["prompt_tokens"] > 0 and 0 < gen["completion_tokens"] <= 2 * 64
-    assert state["judge"]["spend"]["embedded"]["calls"] >= 4  # 2 pairs x 2 sources x 1 metric, plus re-asks
+    judged = state["judge"]["spend"]["embedded"]  # 2 pairs x 2 sources x 1 metric, less those scored by rule
+    assert judged["calls"] + judged["failures"] - judged["retries"] == 4 - state["judge"]["summary"]["by_rule"]
     assert state["validate"]["spend"] == {} and gen["cost"] is None  # no price entry: no cost, not 0
     assert "What the run spent" in (out / "report.md").read_text(encoding="utf-8")
 
