@@ -229,9 +229,18 @@ def normalise(text: str | None) -> Label | None:
     return parse_label(text).label
 
 
+_BY_NAME: dict[str, Label] = {**{lab.en.casefold(): lab for lab in LABELS}, **{lab.ja: lab for lab in LABELS}}
+
+
+def by_name(name: str) -> Label | None:
+    """The label a dataset row names: an English name in any case (GoEmotions' own files write ``admiration``)
+    or a Japanese name of Table 1, after NFKC and trimming. Synonyms and free text are not names: None."""
+    return _BY_NAME.get(unicodedata.normalize("NFKC", name).strip().casefold())
+
+
 def get(name: str) -> Label:
-    """A label by its exact English or Japanese name; KeyError lists the valid names."""
-    lab = BY_EN.get(name) or BY_JA.get(name)
+    """A label by its English (any case) or Japanese name; KeyError lists the valid names."""
+    lab = by_name(name)
     if lab is None:
         raise KeyError(f"unknown emotion {name!r}; valid: {', '.join(EN_NAMES)}")
     return lab
@@ -248,7 +257,7 @@ def resolve(names: Sequence[str] | None) -> list[str]:
         return [lab.en for lab in LABELS]
     out: list[str] = []
     for name in names:
-        lab = normalise(name)
+        lab = by_name(name) or normalise(name)
         if lab is None:
             raise UserError(f"unknown emotion {name!r}; use one of the 28 labels (English or Japanese)")
         if lab.en not in out:

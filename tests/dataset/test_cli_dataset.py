@@ -76,3 +76,21 @@ def test_cli_on_postgres(pg_url, tmp_path):
     again = run("dataset", "import", "--sample", "--db", pg_url)
     assert "840 already present" in " ".join(again.stdout.split())
     assert json.loads(run("dataset", "stats", "--json", "--db", pg_url).stdout)["situations"] == 280
+
+
+def test_lowercase_upper_and_japanese_labels_import(tmp_path):
+    """GoEmotions' own files write `admiration`; any case of an English name and the Japanese names import as the
+    canonical label, while a synonym is still refused with the suggestion (issue 15 item 3)."""
+    rows = [record(0, emotion="admiration"), record(3, emotion="JOY"), record(6, emotion="ｄｉｓｇｕｓｔ"),
+            record(9, emotion="悲しみ"), record(12, emotion=" neutral ")]
+    good = write_jsonl(tmp_path / "goemotions.jsonl", rows)
+    r = run("dataset", "import", str(good))
+    assert r.returncode == 0, r.stderr
+    r = run("dataset", "stats", "--json")
+    em = json.loads(r.stdout)["emotions"]
+    assert [em[e]["dialogues"] for e in ("Admiration", "Joy", "Disgust", "Sadness", "Neutral")] == [1] * 5
+    assert sum(e["dialogues"] for e in em.values()) == 5
+    bad = write_jsonl(tmp_path / "bad.jsonl", [record(30, emotion="happiness")])
+    r = run("dataset", "import", str(bad))
+    assert r.returncode == 2
+    assert f"{bad}:1: emotion: unknown emotion 'happiness' (did you mean Joy?)" in " ".join(r.stderr.split())

@@ -106,3 +106,23 @@ def test_bad_model_spec_exits_2_and_lists_the_valid_forms(tmp_path: Path) -> Non
         assert form in msg
     assert "Traceback" not in msg
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_split_all_on_the_embedded_model_needs_no_split(tmp_path: Path) -> None:
+    """`validate-taxonomy --split all` scores every pair of a store that was never split (issue 15 item 2)."""
+    from tests.helpers import record, write_jsonl
+
+    db = f"sqlite:///{tmp_path / 'all.db'}"
+    data = write_jsonl(tmp_path / "d.jsonl", [record(i, sit=i) for i in range(10)])
+    _run("dataset", "import", str(data), "--db", db)
+    out = tmp_path / "t2"
+    _run("validate-taxonomy", "--model", "embedded", "--split", "all", "--no-definitions", "--baseline",
+         "--out", str(out), "--db", db)
+    table = json.loads((out / "table2.json").read_text(encoding="utf-8"))
+    assert table["split"] == "all"
+    assert [(m["model"], m["n"], m["failed"]) for m in table["models"]] == [("embedded", 10, 0),
+                                                                            ("baseline:tfidf-lr", 10, 0)]
+    assert len(_rows(db)) == 10
+    bad = _run("validate-taxonomy", "--split", "everything", "--db", db, check=False)
+    assert bad.returncode == 2 and "unknown split 'everything'" in bad.stderr

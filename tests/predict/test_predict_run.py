@@ -151,3 +151,40 @@ def test_limit_takes_a_stratified_subset_not_the_first_rows(store: Store, tmp_pa
     emotions_in_split = {it.emotion for it in items}
     assert len(some) == min(5, len(items)) and len({it.emotion for it in some}) == min(5, len(emotions_in_split))
     assert [it.dialogue_id for it in runs.select_items(store, "test", 5)[0]] == [it.dialogue_id for it in some]
+
+
+def test_split_all_predicts_every_pair_without_a_manifest(store: Store, tmp_path: Path, monkeypatch) -> None:
+    """Issue 15 item 2: the paper scored every pair (n = 4,125); `all` needs no split and the baseline predicts
+    each pair out of fold (trained on the folds its situation is not in)."""
+    from emplifai.dataset.ingest import import_file
+    from emplifai.predict import baseline
+    from emplifai.predict.table2 import stored_results
+    from tests.helpers import record, write_jsonl
+
+    rows = [record(i, sit=i // 2) for i in range(56)]  # 28 situations, one per emotion, two dialogues each
+    import_file(store, write_jsonl(tmp_path / "d.jsonl", rows))
+    with pytest.raises(UserError, match="dataset split"):  # a named split still needs the manifest
+        runs.select_items(store, "test", None)
+    items, pool, mid, _ = runs.select_items(store, "all", None)
+    assert len(items) == 56 and mid is None and pool == items
+    trained_on: list[set[str]] = []
+    scored: list[set[str]] = []
+    fit, dist = baseline.TfidfBaseline.fit, baseline.TfidfBaseline.distribution
+    monkeypatch.setattr(baseline.TfidfBaseline, "fit",
+                        lambda self, train: trained_on.append({r.situation_id for r in train}) or fit(self, train))
+    monkeypatch.setattr(baseline.TfidfBaseline, "distribution",
+                        lambda self, part: scored.append({r.situation_id for r in part}) or dist(self, part))
+    FakeLLM.named("all").enqueue([label_scores(it.emotion) for it in items])
+    res = validate.validate_taxonomy(store, models=["fake:all"], split="all", baseline=True, out=tmp_path / "o",
+                                     notify=lambda m: None)
+    by_model = {r["entry"]["model"]: r["entry"] for r in res}
+    assert by_model["fake:all"]["n"] == 56 and by_model["fake:all"]["accuracy"] == 1.0
+    assert by_model[baseline.SPEC]["n"] == 56 and by_model[baseline.SPEC]["failed"] == 0
+    sig = by_model[baseline.SPEC]["signature"]["predictions"]["llm"]
+    assert sig["cross_validation"] == {"folds": 5, "grouped_by": "situation"}
+    assert len(trained_on) == 5 and set().union(*scored) == {r["situation_id"] for r in rows}
+    for train, part in zip(trained_on, scored, strict=True):
+        assert not train & part  # out of fold: no pair scored by a model that saw its situation
+    assert stored_results(store, [by_model["fake:all"]["run_id"]], "all")[0]["entry"]["n"] == 56
+    with pytest.raises(UserError, match="unknown split"):
+        validate.validate_taxonomy(store, models=["fake:all"], split="everything", out=tmp_path / "o")

@@ -104,6 +104,15 @@ def test_small_study_end_to_end_rerun_and_report_in_browser(tmp_path, browser):
     assert all(r["n"] == 2 for r in table4["rows"].values())
     provenance = json.loads((out / "provenance.json").read_text())
     assert provenance["config"]["sample"]["seed"] == 42 and provenance["versions"]["emplifai"]
+    # what it spent, counted at the LLM interface: score calls report no tokens, and say so
+    spent = state["predict"]["spend"]["embedded"]
+    assert (spent["calls"], spent["usage_missing"], spent["failures"]) == (2, 2, 0)
+    gen = state["generate"]["spend"]["embedded"]
+    assert gen["calls"] == 2 and gen["prompt_tokens"] > 0 and 0 < gen["completion_tokens"] <= 2 * 64
+    judged = state["judge"]["spend"]["embedded"]  # 2 pairs x 2 sources x 1 metric, less those scored by rule
+    assert judged["calls"] + judged["failures"] - judged["retries"] == 4 - state["judge"]["summary"]["by_rule"]
+    assert state["validate"]["spend"] == {} and gen["cost"] is None  # no price entry: no cost, not 0
+    assert "What the run spent" in (out / "report.md").read_text(encoding="utf-8")
 
     # Rerun: every stage is skipped, nothing recomputed.
     again = run_cli("run", str(cfg), "--out", str(out), cwd=tmp_path)
@@ -149,6 +158,10 @@ max_tokens = 48
 judge = "{spec}"
 allow_self_judge = true
 metrics = ["fluency"]
+[[prices]]
+model = "{spec}"
+prompt_per_million = 1.5
+completion_per_million = 6.0
 """)
         out = tmp_path / "out"
         r = run_cli("run", str(cfg), "--out", str(out), cwd=tmp_path)
@@ -160,3 +173,12 @@ metrics = ["fluency"]
     assert not (out / "emplifai.db").exists()  # everything went to PostgreSQL
     provenance = json.loads((out / "provenance.json").read_text())
     assert provenance["database"].startswith("postgresql")
+    # spend from the server's own usage figures, priced from the config's table
+    state = json.loads((out / "state.json").read_text())
+    for stage in ("predict", "generate", "judge"):
+        u = state[stage]["spend"][spec]
+        assert u["calls"] >= 1 and u["prompt_tokens"] > 0 and u["completion_tokens"] > 0 and u["usage_missing"] == 0
+        assert u["cost"] == {"amount": round((u["prompt_tokens"] * 1.5 + u["completion_tokens"] * 6.0) / 1e6, 6),
+                             "currency": "USD"}
+    report = (out / "report.md").read_text(encoding="utf-8")
+    assert "What the run spent" in report and "Total cost:" in report and "USD" in report

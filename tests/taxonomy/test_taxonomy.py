@@ -89,3 +89,12 @@ def test_get_rejects_unknown_with_valid_names():
     assert taxonomy.get("喜び").en == "Joy"
     with pytest.raises(KeyError, match="Admiration"):
         taxonomy.get("Happiness")
+
+
+def test_by_name_accepts_any_case_and_japanese_only():
+    from emplifai import taxonomy as tx
+
+    assert tx.by_name("admiration").en == "Admiration" and tx.by_name("JOY").en == "Joy"
+    assert tx.by_name("嫌悪").en == "Disgust" and tx.by_name(" Ｆｅａｒ ").en == "Fear"
+    assert tx.by_name("happiness") is None and tx.by_name("かなしみ") is None  # synonyms are not names
+    assert tx.get("grief").ja == "嘆き" and tx.resolve(["sadness", "かなしみ"]) == ["Sadness"]

@@ -85,6 +85,25 @@ def export(
     console.print(f"wrote {out} ({fmt}): " + ", ".join(f"{k}={v}" for k, v in counts.items()))
 
 
+@app.command()
+def publish(
+    out: Annotated[Path, typer.Option("--out", help="Folder to write (a datasets folder with its README.md card).")],
+    license_: Annotated[str, typer.Option("--license", help="Licence id for the card's metadata.")]
+    = "cc-by-nc-sa-4.0",
+    name: Annotated[str, typer.Option(help="The dataset's name in the card.")] = "EmplifAI",
+    overwrite: Annotated[bool, typer.Option(help="Replace a non-empty --out folder.")] = False,
+    db: DbOpt = None,
+) -> None:
+    """A Hugging Face datasets folder (save_to_disk) with its dataset card and datasheet, from the store.
+
+    Worker ids are pseudonymised; nothing goes over the network (push to the Hub yourself)."""
+    from emplifai.study.publish import publish as write
+
+    sheet = write(open_store(db), out, license=license_, name=name, overwrite=overwrite)
+    console.print(f"wrote {out}: " + ", ".join(f"{k}={v}" for k, v in sheet["splits"].items())
+                  + f"; card {out / 'README.md'}; load it with datasets.load_from_disk({str(out)!r})")
+
+
 @app.command("stats")
 def stats_(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,

@@ -22,7 +22,8 @@ def validate_taxonomy(
         "Model spec, repeatable: embedded, gguf:PATH[+lora:ADAPTER], openai:MODEL@URL, hf:DIR."))] = None,
     mode: Annotated[str, typer.Option(help="score: rank the 28 labels by log-likelihood; generate: free text.")]
     = "score",
-    split: Annotated[str, typer.Option(help="Split to evaluate (train, validation, test).")] = "test",
+    split: Annotated[str, typer.Option(
+        help="Split to evaluate (train, validation, test), or all: every pair, no split needed.")] = "test",
     limit: Annotated[int | None, typer.Option(min=1, help="Only the first N dialogues of the split.")] = None,
     out: Annotated[Path, typer.Option(help="Folder for table2.md/json, per-emotion CSVs and heatmaps.")]
     = DEFAULT_OUT,

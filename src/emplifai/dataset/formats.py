@@ -233,11 +233,12 @@ def check_record(row: Row) -> tuple[Record | None, list[Problem]]:
     for fld in ("dialogue_id", "situation_id"):
         if len(d[fld]) > MAX_ID_CHARS:
             bad(fld, f"longer than {MAX_ID_CHARS} characters")
-    emotion = taxonomy.BY_EN.get(text["emotion"]) or taxonomy.BY_JA.get(text["emotion"])
+    emotion = taxonomy.by_name(text["emotion"])
     if emotion is None:
         hint = taxonomy.normalise(d["emotion"])
         tip = f" (did you mean {hint.en}?)" if hint else ""
-        bad("emotion", f"unknown emotion {d['emotion']!r}{tip}; use one of the 28 English labels")
+        bad("emotion", f"unknown emotion {d['emotion']!r}{tip}; use one of the 28 labels (English in any case, "
+                       "or the Japanese name of Table 1)")
     for fld, limit in (("situation", MAX_SITUATION_CHARS), ("patient", MAX_TURN_CHARS), ("supporter", MAX_TURN_CHARS)):
         if len(d[fld]) > limit:
             bad(fld, f"{len(d[fld])} characters; the limit is {limit}")

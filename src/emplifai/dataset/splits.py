@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,6 +60,22 @@ def assign(situations: dict[str, list[str]], seed: int,
     return out
 
 
+def situation_splits(situations: Iterable[tuple[str, str, str]], seed: int, fractions: tuple[float, float, float]
+                     ) -> tuple[dict[str, str], dict[str, str]]:
+    """(situation id, emotion, text) rows in id order => (situation id -> split, situation id -> the first id
+    with the same normalised text). Pure, so ``emplifai run --plan`` sizes the split without storing it."""
+    by_emotion: dict[str, set[str]] = defaultdict(set)
+    group_of: dict[str, str] = {}
+    first_with: dict[str, str] = {}
+    for sid, emotion, text in situations:
+        if sid not in group_of:
+            group_of[sid] = first_with.setdefault(dedup.normalise(text), sid)
+            if group_of[sid] == sid:
+                by_emotion[emotion].add(sid)
+    groups = assign({e: list(v) for e, v in by_emotion.items()}, seed, fractions)
+    return {sid: groups[rep] for sid, rep in group_of.items()}, group_of
+
+
 def make_split(store: Store, seed: int = 42, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
                name: str = "default") -> SplitResult:
     if abs(sum(fractions) - 1.0) > 1e-9 or min(fractions) < 0:
@@ -72,18 +89,10 @@ def make_split(store: Store, seed: int = 42, fractions: tuple[float, float, floa
         ).all()
         if not rows:
             raise UserError("the store has no dialogues to split; import a dataset first")
-        by_emotion: dict[str, set[str]] = defaultdict(set)
-        group_of: dict[str, str] = {}  # situation id -> the first id (in id order) with the same normalised text
-        first_with: dict[str, str] = {}
         digest = hashlib.sha256()
         for sid, emotion, text, did, patient, supporter in rows:
-            if sid not in group_of:
-                group_of[sid] = first_with.setdefault(dedup.normalise(text), sid)
-                if group_of[sid] == sid:
-                    by_emotion[emotion].add(sid)
             digest.update("\x1f".join((sid, emotion, text, did, patient, supporter)).encode() + b"\x1e")
-        groups = assign({e: list(v) for e, v in by_emotion.items()}, seed, fractions)
-        mapping = {sid: groups[rep] for sid, rep in group_of.items()}
+        mapping, group_of = situation_splits([(r[0], r[1], r[2]) for r in rows], seed, fractions)
         dialogues = Counter(mapping[r[0]] for r in rows)
         situations = Counter(mapping.values())
         sizes = {sp: {"situations": situations.get(sp, 0), "dialogues": dialogues.get(sp, 0)} for sp in SPLITS}

@@ -28,6 +28,7 @@ from .base import LLM, BadSpecError, LLMError
 from .embedded import embedded_model
 from .fake import FakeLLM
 from .llamacpp import LlamaCppLLM
+from .meter import metered
 from .openai_compat import OpenAICompatLLM
 from .transformers_local import TransformersLLM
 
@@ -105,8 +106,9 @@ def _bad(spec: str, why: str = "") -> BadSpecError:
 
 def load_model(spec: str) -> LLM:
     """:func:`load` for a spec a user typed: a bad spec or an unavailable backend names the spec. Every stage
-    loads its models through this one function, so a test swaps the loader in one place."""
+    loads its models through this one function, so a test swaps the loader in one place, and a study counts
+    what each stage spent (:func:`emplifai.llm.meter.metering`)."""
     try:
-        return load(spec)
+        return metered(load(spec), spec)
     except LLMError as exc:
         raise UserError(f"cannot load model {spec!r}: {exc}") from exc

@@ -1,7 +1,9 @@
 """A cheap supervised reference for Table 2: TF-IDF over fugashi (UniDic) tokens + logistic regression.
 
 Trained on the training split of the same split manifest and scored on the same evaluation items with the
-same metrics, so an LLM's figures can be read against what a bag-of-words classifier already achieves.
+same metrics, so an LLM's figures can be read against what a bag-of-words classifier already achieves. On
+``split="all"`` there is no held-out part, so every pair is predicted out of fold: five folds of situations
+(seeded), each predicted by a model trained on the other four, so no pair is scored by a model that saw it.
 Its predictions are stored in the predictions table like any model's (spec ``baseline:tfidf-lr``).
 """
 
@@ -17,6 +19,7 @@ from emplifai.predict.runs import ItemResult, PredictConfig, finished_ids, run_i
 from emplifai.provenance import dist_version
 from emplifai.records import Record
 from emplifai.store.predict import PredStatus
+from emplifai.store.repo import ALL
 
 if TYPE_CHECKING:
     from emplifai.store.db import Store
@@ -24,6 +27,7 @@ if TYPE_CHECKING:
 SPEC = "baseline:tfidf-lr"
 VERSION = "tfidf-lr-v1"
 PARAMS: dict[str, Any] = {"ngram_range": [1, 2], "min_df": 1, "sublinear_tf": True, "C": 10.0, "max_iter": 2000}
+FOLDS = 5
 
 
 def text_of(r: Record) -> str:
@@ -49,9 +53,10 @@ class TfidfBaseline:
         self.seed = seed
         self._pipe: Any = None
 
-    def signature(self) -> dict[str, Any]:
+    def signature(self, folds: int | None = None) -> dict[str, Any]:
         return {
             "backend": "scikit-learn", "model": VERSION, "params": PARAMS, "seed": self.seed,
+            **({"cross_validation": {"folds": folds, "grouped_by": "situation"}} if folds else {}),
             "versions": {"scikit-learn": dist_version("scikit-learn"), "fugashi": dist_version("fugashi"),
                          "unidic-lite": dist_version("unidic-lite")},
         }
@@ -87,20 +92,41 @@ def run_baseline(store: Store, *, split: str = "test", limit: int | None = None,
 
     items, pool, mid, mhash = select_items(store, split, limit)
     model = TfidfBaseline(seed)
+    folds = FOLDS if split == ALL else None
     cfg = PredictConfig(mode="score", shots=0, seed=seed, definitions=False)
-    rid = run_id(SPEC, model.signature(), cfg, mid, mhash, split)
+    rid = run_id(SPEC, model.signature(folds), cfg, mid, mhash, split)
     todo = [it for it in items if it.dialogue_id not in finished_ids(store, rid)]
     if not todo:
         return rid
     if not pool:
         raise UserError("the training split is empty; the baseline needs training data")
-    model.fit(pool)
-    sig = {"model": SPEC, "llm": model.signature(), "mode": "classifier", "prompt_version": VERSION,
+    sig = {"model": SPEC, "llm": model.signature(folds), "mode": "classifier", "prompt_version": VERSION,
            "config": {"seed": seed}, "split": split, "manifest_id": mid}
-    for item, dist in zip(todo, model.distribution(todo), strict=True):
+    dists = _out_of_fold(pool, todo, seed) if folds else model.fit(pool).distribution(todo)
+    for item, dist in zip(todo, dists, strict=True):
         order = sorted(dist, key=lambda k: -dist[k])
         loglik = {k: math.log(max(v, 1e-300)) for k, v in dist.items()}
         result = ItemResult(PredStatus.OK, order[0], "argmax probability", top3=order[:3],
                             distribution={"prob": dist, "loglik": loglik})
         save(store, rid=rid, model=SPEC, signature=sig, manifest_id=mid, split=split, item=item, result=result)
     return rid
+
+
+def fold_of(situation_ids: Sequence[str], seed: int, folds: int = FOLDS) -> dict[str, int]:
+    """Situation id -> fold, seeded and balanced (sorted ids shuffled, then dealt round-robin)."""
+    import random
+
+    ids = sorted(set(situation_ids))
+    random.Random(seed).shuffle(ids)
+    return {sid: i % folds for i, sid in enumerate(ids)}
+
+
+def _out_of_fold(pool: Sequence[Record], todo: Sequence[Record], seed: int) -> list[dict[str, float]]:
+    """Each item's distribution from a model trained on the folds its situation is not in."""
+    fold = fold_of([r.situation_id for r in pool], seed)
+    out: dict[str, dict[str, float]] = {}
+    for k in sorted({fold[r.situation_id] for r in todo}):
+        part = [r for r in todo if fold[r.situation_id] == k]
+        model = TfidfBaseline(seed).fit([r for r in pool if fold[r.situation_id] != k])
+        out.update(zip((r.dialogue_id for r in part), model.distribution(part), strict=True))
+    return [out[r.dialogue_id] for r in todo]

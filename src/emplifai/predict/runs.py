@@ -28,7 +28,7 @@ from emplifai import taxonomy
 from emplifai.provenance import json_digest
 from emplifai.records import Record
 from emplifai.store.predict import Prediction, PredStatus
-from emplifai.store.repo import require_manifest
+from emplifai.store.repo import ALL, require_manifest
 
 if TYPE_CHECKING:
     from emplifai.llm.base import LLM
@@ -76,7 +76,7 @@ class RunSummary:
 # ------------------------------------------------------------------------------------------------ prompt
 
 
-def run_id(model: str, signature: dict[str, Any], cfg: PredictConfig, manifest_id: int, manifest_hash: str,
+def run_id(model: str, signature: dict[str, Any], cfg: PredictConfig, manifest_id: int | None, manifest_hash: str,
            split: str) -> str:
     payload = {
         "model": model, "llm": signature, "config": cfg.model_dump(), "prompt_version": PROMPT_VERSION,
@@ -85,20 +85,33 @@ def run_id(model: str, signature: dict[str, Any], cfg: PredictConfig, manifest_i
     return json_digest(payload, 24)
 
 
-def select_items(store: Store, split: str, limit: int | None) -> tuple[list[Record], list[Record], int, str]:
-    """(items of the split, training pool, manifest id, manifest hash); items in a stable order.
+def select_items(store: Store, split: str, limit: int | None
+                 ) -> tuple[list[Record], list[Record], int | None, str]:
+    """(items of the split, few-shot pool, manifest id, content hash); items in a stable order.
 
+    ``split="all"`` takes every live pair and needs no manifest (id None; the hash is the items' content); its
+    few-shot pool is those same pairs, and :func:`examples_for` never shows an item its own situation.
     ``limit`` takes a stratified subset, not the first N rows (which would be a few emotions only): the emotions
     in Table-1 order take turns, each giving its next dialogue in stored order, until N are chosen."""
 
     with store.transaction() as s:
-        manifest = require_manifest(s)
-        items = list(iter_records(s, split=split, manifest=manifest))
-        pool = list(iter_records(s, split="train", manifest=manifest))
-        mid, mhash = manifest.id, manifest.content_hash
+        if split == ALL:
+            items = list(iter_records(s, split=ALL))
+            pool, mid, mhash = items, None, items_digest(items)
+        else:
+            manifest = require_manifest(s)
+            items = list(iter_records(s, split=split, manifest=manifest))
+            pool = list(iter_records(s, split="train", manifest=manifest))
+            mid, mhash = manifest.id, manifest.content_hash
     if limit is not None:
         items = stratified_head(items, limit)
     return items, pool, mid, mhash
+
+
+def items_digest(items: Sequence[Record]) -> str:
+    """What a manifest's content hash is for a split: the pairs and their gold labels, in order."""
+    return json_digest([[r.dialogue_id, r.situation_id, r.emotion, r.situation, r.patient, r.supporter]
+                        for r in items], 64)
 
 
 def stratified_head(items: Sequence[Record], limit: int) -> list[Record]:
@@ -121,7 +134,7 @@ def finished_ids(store: Store, rid: str) -> set[str]:
         return set(s.scalars(q))
 
 
-def save(store: Store, *, rid: str, model: str, signature: dict[str, Any], manifest_id: int, split: str,
+def save(store: Store, *, rid: str, model: str, signature: dict[str, Any], manifest_id: int | None, split: str,
          item: Record, result: ItemResult) -> None:
     """Insert the item's row, or overwrite an earlier failed row of the same run (one transaction)."""
     values = dict(
@@ -141,7 +154,7 @@ def save(store: Store, *, rid: str, model: str, signature: dict[str, Any], manif
                 setattr(row, k, v)
 
 
-def run_signature(model: str, llm: LLM, cfg: PredictConfig, split: str, manifest_id: int) -> dict[str, Any]:
+def run_signature(model: str, llm: LLM, cfg: PredictConfig, split: str, manifest_id: int | None) -> dict[str, Any]:
     return {
         "model": model, "llm": llm.signature(), "mode": cfg.mode, "prompt_version": PROMPT_VERSION,
         "config": cfg.model_dump(), "split": split, "manifest_id": manifest_id,

@@ -12,6 +12,7 @@ from emplifai.errors import UserError
 from emplifai.llm import LLMError, parse_spec, registry
 from emplifai.predict import baseline as baseline_model
 from emplifai.predict import table2
+from emplifai.store.repo import EVAL_SPLITS
 
 if TYPE_CHECKING:
     from emplifai.store.db import Store
@@ -52,6 +53,8 @@ def validate_taxonomy(
     Raises :class:`UserError` for bad settings or a bad model spec (before any model runs)."""
     if mode not in ("score", "generate"):
         raise UserError(f"mode must be 'score' or 'generate', got {mode!r}")
+    if split not in EVAL_SPLITS:
+        raise UserError(f"unknown split {split!r}; use one of {', '.join(EVAL_SPLITS)}")
     if label_lang not in ("ja", "en"):
         raise UserError(f"label language must be 'ja' or 'en', got {label_lang!r}")
     if chat and mode != "generate":

@@ -13,6 +13,9 @@ from emplifai.store.models import Dialogue, ReviewEvent, Situation, SplitManifes
 
 LIVE = (Status.PENDING, Status.APPROVED, Status.FLAGGED)  # everything not removed
 SPLITS = ("train", "validation", "test")
+#: evaluate every live pair, no split needed (the paper scored all of its 4,125 pairs)
+ALL = "all"
+EVAL_SPLITS = (*SPLITS, ALL)
 
 
 def latest_manifest(s: Session, name: str = "default") -> SplitManifest | None:
@@ -35,7 +38,8 @@ def iter_records(
     manifest: SplitManifest | None = None,
     emotions: Iterable[str] | None = None,
 ) -> Iterator[Record]:
-    """Stream dialogues with their situations, ordered by situation then dialogue id."""
+    """Stream dialogues with their situations, ordered by situation then dialogue id; ``split="all"`` (or None)
+    streams every one, with no split manifest needed."""
     d, sit = Dialogue.__table__.c, Situation.__table__.c
     # Plain columns, not ORM entities: exports stream hundreds of thousands of rows.
     q = (
@@ -45,9 +49,9 @@ def iter_records(
         .where(d.status.in_([str(x) for x in statuses]))
         .order_by(sit.id, d.id)
     )
-    if split is not None:
+    if split is not None and split != ALL:
         if split not in SPLITS:
-            raise UserError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+            raise UserError(f"unknown split {split!r}; use one of {', '.join(EVAL_SPLITS)}")
         m = manifest or require_manifest(s)
         q = q.join(SplitMember, SplitMember.situation_id == sit.id).where(
             SplitMember.manifest_id == m.id, SplitMember.split == split

@@ -23,6 +23,7 @@ from emplifai.formatting import num, to_json
 from emplifai.predict.table2 import TABLE_KEYS, plot_confusion, slug, stored_results
 from emplifai.predict.table2 import markdown as table2_markdown
 from emplifai.store.repo import iter_records
+from emplifai.study import spend
 
 if TYPE_CHECKING:
     from emplifai.study.runner import Study
@@ -134,6 +135,7 @@ def _markdown(study: Study, c: dict[str, Any]) -> str:
         lines += ["", re.sub(r"^(#+) ", r"#\1 ", part, flags=re.MULTILINE)]
     if c["eval"].get("why_no_table5"):
         lines += ["", f"Table 5: {c['eval']['why_no_table5']}."]
+    lines += ["", re.sub(r"^(#+) ", r"#\1 ", spend.markdown(study.state.data), flags=re.MULTILINE)]
     lines += ["", "## Provenance", "", "```json", c["provenance_json"], "```", ""]
     return "\n".join(lines)
 
@@ -173,6 +175,9 @@ def build_report(study: Study) -> dict[str, Path]:
         "eval": evaluation, "metrics": METRICS, "epitome": EPITOME, "metric_label": metric_label,
         "plots": [_data_uri(p) for p in evaluation["plots"]], "provenance": provenance,
         "provenance_json": to_json(provenance),
+        "spend_rows": [(st, spec, u) for st, e in study.state.data.items()
+                       for spec, u in (e.get("spend") or {}).items()],
+        "spend_totals": spend.totals(study.state.data),
     }
     from jinja2 import Environment, PackageLoader, select_autoescape
 

@@ -10,13 +10,9 @@ from __future__ import annotations
 
 import json
 import time
-import tomllib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal, Protocol
-
-import yaml
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from typing import Any, Protocol
 
 from emplifai import __version__, finetune
 from emplifai.dataset.ingest import bundled_corpus_path, import_file, validate_file
@@ -25,137 +21,17 @@ from emplifai.errors import InputError, UserError
 from emplifai.evaluate import generate as g
 from emplifai.evaluate.judge import JudgeConfig, judge
 from emplifai.evaluate.ratings import import_sheets
-from emplifai.evaluate.rubrics import check_metrics, rubric_set
 from emplifai.evaluate.sample import make_sample
 from emplifai.formatting import to_json
+from emplifai.llm.meter import Ledger, metering
 from emplifai.predict.validate import validate_taxonomy
 from emplifai.provenance import json_digest, path_digest
 from emplifai.store.db import open_store
+from emplifai.study import spend
+from emplifai.study.config import STAGES, RunConfig, load_config
 from emplifai.study.report import build_report
 
-STAGES = ("validate", "split", "predict", "finetune", "sample", "generate", "judge", "agree", "report")
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class DatasetSection(_Section):
-    # "bundled" (the corpus shipped with emplifai) is a different thing from [sample] (the 100-pair draw);
-    # configs written before the rename say `sample = true`, which is still read.
-    bundled: bool = Field(True, description="Use the bundled corpus.",
-                          validation_alias=AliasChoices("bundled", "sample"))
-    path: str | None = Field(None, description="A JSONL/CSV/Parquet file or datasets folder instead.")
-
-    @property
-    def sample(self) -> bool:
-        return self.bundled
-
-    @model_validator(mode="after")
-    def _one_source(self) -> DatasetSection:
-        if self.bundled == (self.path is not None):
-            raise ValueError("set either bundled = true or path = FILE, not both")
-        return self
-
-
-class SplitSection(_Section):
-    seed: int = 42
-    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
-
-
-class PredictSection(_Section):
-    models: list[str] = ["embedded"]
-    mode: Literal["score", "generate"] = "score"
-    split: Literal["train", "validation", "test"] = "test"
-    limit: int | None = Field(None, ge=1)
-    shots: int = Field(0, ge=0, le=28)
-    definitions: bool = Field(True, description="List each label with its definition (a longer prompt).")
-    baseline: bool = True
-    encoder: str | None = None
-    layer: int | None = None
-    vectors: str = "chive"
-
-
-class FinetuneSection(_Section):
-    enabled: bool = False
-    config: str | None = None
-    overrides: list[str] = []
-
-
-class SampleSection(_Section):
-    n: int = Field(100, ge=1)
-    seed: int = 42
-    name: str = "default"
-
-
-class GenerateSection(_Section):
-    models: list[str] = ["embedded"]
-    human: bool = True
-    max_tokens: int = Field(256, ge=16)
-    seed: int = 42
-
-
-class JudgeSection(_Section):
-    judge: str = "embedded"
-    judges: list[str] | None = Field(None, description="A panel: several judge specs (instead of judge).")
-    rubrics: Literal["paper", "epitome", "all"] = "paper"
-    metrics: list[str] | None = Field(None, description="A subset of metric keys (overrides rubrics).")
-    constrained: bool = True
-    shots: int = Field(2, ge=0, le=2)
-    allow_self_judge: bool = False
-    limit: int | None = Field(None, ge=1)
-    concurrency: int = Field(1, ge=1)
-
-    @model_validator(mode="after")
-    def _panel(self) -> JudgeSection:
-        if self.judges is not None and (not self.judges or len(set(self.judges)) != len(self.judges)):
-            raise ValueError("judges must list distinct judge specs")
-        if self.metrics is not None:
-            check_metrics(self.metrics)
-        return self
-
-    @property
-    def panel(self) -> list[str]:
-        return list(self.judges) if self.judges else [self.judge]
-
-    @property
-    def metric_keys(self) -> tuple[str, ...]:
-        return check_metrics(self.metrics) if self.metrics else rubric_set(self.rubrics)
-
-
-class AgreeSection(_Section):
-    ratings: list[str] = Field([], description="Filled rating sheets (CSV/XLSX) to import.")
-    source: str = "human"
-
-
-class RunConfig(_Section):
-    db: str | None = Field(None, description="Database URL; default: DIR/emplifai.db")
-    stages: list[Literal[STAGES]] = list(STAGES)  # type: ignore[valid-type]
-    dataset: DatasetSection = DatasetSection()
-    split: SplitSection = SplitSection()
-    predict: PredictSection = PredictSection()
-    finetune: FinetuneSection = FinetuneSection()
-    sample: SampleSection = SampleSection()
-    generate: GenerateSection = GenerateSection()
-    judge: JudgeSection = JudgeSection()
-    agree: AgreeSection = AgreeSection()
-
-
-def load_config(path: Path) -> RunConfig:
-    """Read TOML or YAML; every problem names the config key."""
-    if not path.exists():
-        raise UserError(f"{path}: no such config file")
-    text = path.read_text(encoding="utf-8")
-    try:
-        raw = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
-    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
-        raise UserError(f"{path}: not valid {'TOML' if path.suffix == '.toml' else 'YAML'}: {exc}") from exc
-    try:
-        return RunConfig.model_validate(raw or {})
-    except ValidationError as exc:
-        lines = [f"  {'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}" for e in exc.errors()]
-        raise UserError(f"{path}: invalid config:\n" + "\n".join(lines)) from exc
-
+__all__ = ["STAGES", "RunConfig", "State", "Study", "load_config"]
 
 def _digest(*parts: Any) -> str:
     return json_digest(list(parts), 16)
@@ -171,8 +47,10 @@ class State:
     def done(self, stage: str, fingerprint: str) -> bool:
         return self.data.get(stage, {}).get("fingerprint") == fingerprint
 
-    def finish(self, stage: str, fingerprint: str, summary: dict[str, Any], seconds: float) -> None:
-        self.data[stage] = {"fingerprint": fingerprint, "summary": summary, "seconds": round(seconds, 2)}
+    def finish(self, stage: str, fingerprint: str, summary: dict[str, Any], seconds: float,
+               spend: dict[str, Any] | None = None) -> None:
+        self.data[stage] = {"fingerprint": fingerprint, "summary": summary, "seconds": round(seconds, 2),
+                            "spend": spend or {}}
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(to_json(self.data))
         tmp.replace(self.path)  # a kill never leaves a half-written state
@@ -203,6 +81,7 @@ class Study:
         self.timings: dict[str, float] = {}
         self.extra_models: list[str] = []  # the fine-tuned model joins predict/generate when enabled
         self.progress = progress
+        self.ledger = Ledger()
 
     # ------------------------------------------------------------------------------------------ driver
     def run(self) -> dict[str, Any]:
@@ -230,9 +109,11 @@ class Study:
                 continue
             self.notify(f"[{stage}] running…")
             t = time.perf_counter()
-            summary = getattr(self, f"_stage_{stage}")()
+            with metering(self.ledger, stage):  # every model a stage loads is counted under its name
+                summary = getattr(self, f"_stage_{stage}")()
             self.timings[stage] = time.perf_counter() - t
-            self.state.finish(stage, fingerprint, summary, self.timings[stage])
+            self.state.finish(stage, fingerprint, summary, self.timings[stage],
+                              spend.stage_spend(self.cfg, self.ledger, stage))
             self.notify(f"[{stage}] done in {self.timings[stage]:.1f}s")
 
     def _inputs(self, stage: str) -> Any:
@@ -271,7 +152,8 @@ class Study:
         p = self.cfg.predict
         result = validate_taxonomy(
             self.store, models=[*p.models, *self.extra_models], mode=p.mode, split=p.split, limit=p.limit,
-            shots=p.shots, definitions=p.definitions, baseline=p.baseline, encoder=p.encoder, layer=p.layer,
+            shots=p.shots, definitions=p.definitions, chat=p.chat, concurrency=p.concurrency, baseline=p.baseline,
+            encoder=p.encoder, layer=p.layer,
             vectors=p.vectors,
             out=self.out / "table2", notify=self.notify, progress=self._predict_progress(),
         )
@@ -300,7 +182,8 @@ class Study:
             out["human"] = vars(g.add_human(self.store, name))
         for spec in [*self.cfg.generate.models, *self.extra_models]:
             r = g.generate(self.store, spec=spec, sample_name=name, max_tokens=self.cfg.generate.max_tokens,
-                           seed=self.cfg.generate.seed, progress=self._bar(f"generate {spec}", self.cfg.sample.n))
+                           seed=self.cfg.generate.seed, concurrency=self.cfg.generate.concurrency,
+                           progress=self._bar(f"generate {spec}", self.cfg.sample.n))
             out[spec] = vars(r)
             if r.backend_failures:
                 raise UserError(f"{spec}: {len(r.backend_failures)} generation(s) failed at the backend "
@@ -308,7 +191,6 @@ class Study:
         return out
 
     def _stage_judge(self) -> dict[str, Any]:
-
         j = self.cfg.judge
         out: dict[str, Any] = {}
         for spec in j.panel:  # each judge of a panel is checked by the blind rule on its own
