@@ -107,7 +107,7 @@ async def submit(ctx: Worker, claim_id: int) -> Response:
         return await run_in_threadpool(_task_page, ctx, claim_id, 400, str(exc), form)
     except IntegrityError:
         return page(ctx, "message.html", 409, title="エラー", error="この会話はすでにあなたが評価しています")
-    return redirect("/work?msg=submitted")
+    return redirect(f"/claims/{claim_id}/done")  # the completion code to paste back on the platform
 
 
 @router.post("/claims/{claim_id}/release", dependencies=[CSRF])
