@@ -123,6 +123,10 @@ def test_eighteen_workers_from_csv_to_reconciliation(browser, db_url: str, tmp_p
         for c in claims[12:15]:
             review.reject(store, c.id, rev, "感情と状況が合っていません")
 
+        lead.goto("/workers")
+        assert lead.content().count("使用済み") == N
+        _shot(lead, tmp_path, "onboarding_workers")
+
         # 4. the lead downloads the reconciliation CSV from the dashboard
         lead.goto(f"/dashboard/{cid}")
         _shot(lead, tmp_path, "onboarding_dashboard_lifecycle")
