@@ -214,3 +214,25 @@ def test_serve_refuses_several_processes_on_sqlite(sqlite_url: str, monkeypatch:
     assert "--workers 4 needs PostgreSQL" in str(r.exception) and "--workers 1" in str(r.exception)
     r = CliRunner().invoke(cli, ["serve", "--workers", "0", "--db", sqlite_url])
     assert "between 1 and" in str(r.exception)
+
+
+def test_every_server_process_gets_the_parents_settings(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`serve --workers N` hands the validated settings to the children through one environment variable:
+    the same secret (cookies signed by one process open pages in another), database and time zone."""
+    from emplifai.collect.security import SessionCodec, new_session
+    from emplifai.collect.server import SETTINGS_ENV, app_from_env
+
+    parent = settings(sqlite_url, time_zone="America/New_York", public_url="https://c.example.jp")
+    monkeypatch.setenv(SETTINGS_ENV, parent.model_dump_json())
+    child_a, child_b = app_from_env(), app_from_env()
+    try:
+        assert child_a.state.settings == parent == child_b.state.settings
+        cookie = child_a.state.codec.dumps(new_session(7, 1))
+        assert child_b.state.codec.loads(cookie).uid == 7
+        assert SessionCodec("another-secret-" * 4, 60).loads(cookie) is None
+    finally:
+        child_a.state.store.dispose()
+        child_b.state.store.dispose()
+    monkeypatch.delenv(SETTINGS_ENV)
+    with pytest.raises(RuntimeError, match=SETTINGS_ENV):
+        app_from_env()
