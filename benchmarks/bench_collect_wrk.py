@@ -6,13 +6,15 @@ claim requests only, each from a different worker, so the number is the server's
 
 Sets up a fresh database (SQLite file or a new PostgreSQL database), a round-2 campaign of 28 emotions × 10
 situations × 15 dialogues = 4,200 slots and many worker accounts, starts `emplifai serve` in a child process
-(one uvicorn process, as deployed), then lets N async httpx clients claim as fast as they can: each claim
+(one uvicorn process, or N with --workers), then lets N async httpx clients claim as fast as they can: each claim
 comes from a worker that holds no lease yet, so every request is a real claim, until the pool is exhausted.
 Afterwards the database is checked: no pair above its target, no slot handed out twice.
 
     python benchmarks/bench_collect_wrk.py --db sqlite --clients 50 --client wrk --situations 40
     python benchmarks/bench_collect_wrk.py --client wrk --situations 40 \
         --db postgresql://postgres@127.0.0.1:55432/postgres
+    python benchmarks/bench_collect_wrk.py --client wrk --situations 40 --workers 1 4 \
+        --db postgresql://postgres@127.0.0.1:55432/postgres      # 1 vs 4 server processes, one run
 """
 
 from __future__ import annotations
@@ -148,7 +150,17 @@ def main() -> None:
     ap.add_argument("--client", choices=("httpx", "wrk"), default="httpx",
                     help="load generator: an async httpx client in Python, or wrk (must be installed)")
     ap.add_argument("--seconds", type=int, default=10, help="wrk only: duration (keep the pool from running dry)")
+    ap.add_argument("--workers", type=int, nargs="+", default=[1],
+                    help="server processes (`serve --workers`); several values run one after another on fresh "
+                         "databases and print the throughput ratio to the first")
     args = ap.parse_args()
+    results = [_run_once(args, n) for n in args.workers]
+    for r in results:
+        r["claims_per_s_vs_first"] = round(r["claims_per_s"] / results[0]["claims_per_s"], 2)
+    print(json.dumps(results if len(results) > 1 else results[0], indent=1))
+
+
+def _run_once(args: argparse.Namespace, processes: int) -> dict[str, object]:
     tmp = Path(tempfile.mkdtemp(prefix="bench-collect-"))
     url, drop = _database(args.db, tmp)
     try:
@@ -161,7 +173,7 @@ def main() -> None:
         slots = len(emotions) * args.situations * args.per_pair
         workers = bulk_workers(store, slots + 4 * args.clients)
         secret = secrets.token_urlsafe(48)
-        server = start_server(url, secret, tmp)
+        server = start_server(url, secret, tmp, workers=processes)
         wrk: dict[str, float] = {}
         try:
             if args.client == "wrk":
@@ -185,16 +197,16 @@ def main() -> None:
             total = s.scalar(select(func.count()).select_from(Claim))
         store.dispose()
         if wrk:
-            print(json.dumps({
+            return {
                 "db": "sqlite" if args.db == "sqlite" else "postgresql", "client": "wrk", "clients": args.clients,
+                "processes": processes,
                 "slots": slots, "requests": wrk["requests"], "claim_rows": total, "wall_s": round(wall, 2),
                 # completed requests / duration: each request is a new worker's claim while slots remain
                 "claims_per_s": round(min(wrk["requests"], total) / wall, 1), "p50_ms": wrk["p50_ms"],
                 "p95_ms": wrk["p95_ms"],
-                "max_ms": wrk["max_ms"], "overshoot": overshoot, "double_assignments": doubles}, indent=1))
-            return
+                "max_ms": wrk["max_ms"], "overshoot": overshoot, "double_assignments": doubles}
         lat.sort()
-        print(json.dumps({"client": "httpx",
+        return {"client": "httpx", "processes": processes,
             "db": "sqlite" if args.db == "sqlite" else "postgresql", "clients": args.clients, "slots": slots,
             "claims": len(lat), "claim_rows": total, "wall_s": round(wall, 2),
             "claims_per_s": round(len(lat) / wall, 1),
@@ -202,7 +214,7 @@ def main() -> None:
             "p95_ms": round(1000 * lat[int(0.95 * (len(lat) - 1))], 1),
             "max_ms": round(1000 * lat[-1], 1), "transport_errors_retried": errors,
             "overshoot": overshoot, "double_assignments": doubles,
-        }, indent=1))
+        }
     finally:
         if drop:
             drop()  # type: ignore[operator]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -126,18 +127,26 @@ class Server:
     url: str
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
+        """Signal the whole process group: with --workers N the worker processes die with the supervisor
+        (a kill -9 of the machine's server, not of one process that leaves orphans serving)."""
         if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            self.proc.wait(timeout=20)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, sig)
+            self.proc.wait(timeout=30)
+        if sig == signal.SIGKILL:
+            return
+        with contextlib.suppress(ProcessLookupError):  # the group's stragglers after a clean stop
+            os.killpg(self.proc.pid, signal.SIGKILL)
 
 
-def start_server(db_url: str, secret: str, cwd: Path) -> Server:
-    """`emplifai serve` in a child process on a free loopback port; returns when /healthz answers."""
+def start_server(db_url: str, secret: str, cwd: Path, workers: int = 1) -> Server:
+    """`emplifai serve` (``--workers N``) in its own process group on a free loopback port; returns when
+    /healthz answers from every process."""
     port = free_port()
     env = {**os.environ, "EMPLIFAI_SECRET_KEY": secret, "EMPLIFAI_ENV": "production"}
     cmd = [sys.executable, "-c", "from emplifai.cli import main; main()", "serve", "--host", "127.0.0.1",
-           "--port", str(port), "--db", db_url]
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env,
+           "--port", str(port), "--db", db_url, "--workers", str(workers)]
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, start_new_session=True,
                             stdout=(cwd / f"server-{port}.log").open("wb"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
@@ -145,12 +154,30 @@ def start_server(db_url: str, secret: str, cwd: Path) -> Server:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited: {(cwd / f'server-{port}.log').read_text()}")
         try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200 and _all_up(proc, workers):
                 return Server(proc, url)
         except httpx.HTTPError:
             time.sleep(0.2)
-    proc.kill()
+    os.killpg(proc.pid, signal.SIGKILL)
     raise RuntimeError("server did not start")
+
+
+def children(pid: int) -> list[int]:
+    """Live child processes of `pid` (Linux /proc)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _all_up(proc: subprocess.Popen, workers: int) -> bool:
+    """With --workers N: at least N processes under the supervisor (a spawn helper may be one more)."""
+    return workers == 1 or len(children(proc.pid)) >= workers
 
 
 def minted_client(base_url: str, secret: str, uid: int, max_age: int = 3600) -> tuple[httpx.Client, str]:

@@ -127,12 +127,12 @@ def test_round1_to_round2_review_pay_and_history(store: Store) -> None:
         assert [h[0] for h in hist] == ["modify", "flag", "keep"]
         camp = s.get(Campaign, cid)
         assert ledger(s, camp) == [
-            {"username": "w0000", "display_name": "w0", "situations": 1, "dialogues": 0, "ratings": 0,
-             "amount_yen": 10},
-            {"username": "w0001", "display_name": "w1", "situations": 0, "dialogues": 1, "ratings": 0,
-             "amount_yen": 50}]
+            {"username": "w0000", "platform_id": "", "display_name": "w0", "situations": 1, "dialogues": 0,
+             "ratings": 0, "amount_yen": 10},
+            {"username": "w0001", "platform_id": "", "display_name": "w1", "situations": 0, "dialogues": 1,
+             "ratings": 0, "amount_yen": 50}]
         assert ledger_csv(ledger(s, camp)).splitlines()[0] == (
-            "username,display_name,situations,dialogues,ratings,amount_yen")
+            "username,platform_id,display_name,situations,dialogues,ratings,amount_yen")
         stats = {w.username: w for w in worker_stats(s, camp)}
         assert stats["w0001"].counts["approved"] == 1 and stats["w0001"].yen == 50
     n = export_store(store, __import__("pathlib").Path("out.jsonl"), "jsonl", statuses=["approved"])

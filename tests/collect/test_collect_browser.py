@@ -128,7 +128,7 @@ def test_campaign_end_to_end(browser, server, tmp_path: Path) -> None:  # type: 
     with boss.expect_download() as dl:
         boss.get_by_role("link", name="報酬台帳（CSV）").click()
     assert Path(dl.value.path()).read_text(encoding="utf-8-sig").splitlines() == [  # the file starts with a BOM
-        "username,display_name,situations,dialogues,ratings,amount_yen", "worker1,worker1,1,1,0,60"]
+        "username,platform_id,display_name,situations,dialogues,ratings,amount_yen", "worker1,,worker1,1,1,0,60"]
     with store.open_session() as s:
         d = s.scalar(select(Dialogue))
         assert d.status == "approved" and d.author == "worker1"

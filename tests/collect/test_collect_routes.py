@@ -62,7 +62,7 @@ def test_full_flow_with_xss_and_sql_text(app) -> None:  # type: ignore[no-untype
     page = w1.get(loc).text
     assert "喜び" in page and "状況" in page
     r = post(w1, f"{loc}/submit", {"situation": XSS}, page=loc)
-    assert r.status_code == 303 and r.headers["location"] == "/work?msg=submitted"
+    assert r.status_code == 303 and r.headers["location"] == f"{loc}/done"
     claim1 = int(loc.rsplit("/", 1)[1])
     html = rev.get(f"/review/{claim1}").text
     assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in html and XSS not in html  # escaped
@@ -89,7 +89,7 @@ def test_full_flow_with_xss_and_sql_text(app) -> None:  # type: ignore[no-untype
     assert ("modify", "patient", SQL) in events and ("keep", "status", "flagged") in events
     ledger = boss.get(f"/ledger/{cid}.csv")
     assert ledger.status_code == 200 and ledger.headers["content-type"].startswith("text/csv")
-    assert ledger.text.splitlines()[1:] == ["w1,w1,1,0,0,10", "w2,w2,0,1,0,50"]
+    assert ledger.text.splitlines()[1:] == ["w1,,w1,1,0,0,10", "w2,,w2,0,1,0,50"]
     export = boss.get("/export?fmt=jsonl&scope=approved")
     rows = [json.loads(x) for x in export.text.splitlines()]
     got = [(r["patient"], r["emotion"], r["status"]) for r in rows]

@@ -1,7 +1,11 @@
-"""A real `emplifai serve` process: many simultaneous HTTP claimers, and a kill -9 in the middle of a campaign."""
+"""A real `emplifai serve`: many simultaneous HTTP claimers, and a kill -9 in the middle of a campaign — with one
+process (SQLite and PostgreSQL) and with `--workers 4` (PostgreSQL), where every request may land on another
+process: the same guarantees (0 overshoot, 0 double assignment, nothing acknowledged lost) and one session
+secret shared by all processes (a cookie minted once is accepted by whichever process answers)."""
 
 from __future__ import annotations
 
+import os
 import secrets
 import signal
 import time
@@ -30,6 +34,18 @@ def _campaign(store: Store, per_pair: int, lease_seconds: int = 1800) -> int:
     return cid
 
 
+def _gone(pgid: int) -> None:
+    """No process of the killed server's group is left serving."""
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    raise AssertionError("processes of the killed server are still alive")
+
+
 def _claim(base: str, secret: str, uid: int, cid: int) -> tuple[int, str | None]:
     c, token = minted_client(base, secret, uid)
     with c:
@@ -39,11 +55,27 @@ def _claim(base: str, secret: str, uid: int, cid: int) -> tuple[int, str | None]
 
 
 def test_http_claimers_never_overshoot(db_url: str, tmp_path: Path) -> None:
+    _never_overshoot(db_url, tmp_path, processes=1)
+
+
+def test_http_claimers_never_overshoot_with_4_processes(pg_url: str, tmp_path: Path) -> None:
+    _never_overshoot(pg_url, tmp_path, processes=4)
+
+
+def test_kill_server_mid_campaign_loses_nothing(db_url: str, tmp_path: Path) -> None:
+    _kill_loses_nothing(db_url, tmp_path, processes=1)
+
+
+def test_kill_server_with_4_processes_mid_campaign_loses_nothing(pg_url: str, tmp_path: Path) -> None:
+    _kill_loses_nothing(pg_url, tmp_path, processes=4)
+
+
+def _never_overshoot(db_url: str, tmp_path: Path, processes: int) -> None:
     store = Store(db_url)
     cid = _campaign(store, per_pair=3)  # 8 pairs × 3 = 24 slots
     workers = bulk_workers(store, 60)
     secret = secrets.token_urlsafe(48)
-    server = start_server(db_url, secret, tmp_path)
+    server = start_server(db_url, secret, tmp_path, workers=processes)
     try:
         with ThreadPoolExecutor(max_workers=60) as pool:  # 60 simultaneous claims for 24 slots
             results = list(pool.map(lambda w: _claim(server.url, secret, w, cid), workers))
@@ -60,12 +92,12 @@ def test_http_claimers_never_overshoot(db_url: str, tmp_path: Path) -> None:
     store.dispose()
 
 
-def test_kill_server_mid_campaign_loses_nothing(db_url: str, tmp_path: Path) -> None:
+def _kill_loses_nothing(db_url: str, tmp_path: Path, processes: int) -> None:
     store = Store(db_url)
     cid = _campaign(store, per_pair=1, lease_seconds=3)  # 8 slots, short leases
     workers = bulk_workers(store, 10)
     secret = secrets.token_urlsafe(48)
-    server = start_server(db_url, secret, tmp_path)
+    server = start_server(db_url, secret, tmp_path, workers=processes)
     submitted = []
     try:
         for w in workers[:4]:  # four submit, four more only hold a lease when the server dies
@@ -80,9 +112,10 @@ def test_kill_server_mid_campaign_loses_nothing(db_url: str, tmp_path: Path) -> 
             assert _claim(server.url, secret, w, cid)[1].startswith("/claims/")
         assert _claim(server.url, secret, workers[8], cid)[1] == "/work?msg=nowork"  # all 8 slots taken
     finally:
-        server.stop(signal.SIGKILL)  # no clean shutdown
+        server.stop(signal.SIGKILL)  # no clean shutdown, every process of the server at once
     assert server.proc.returncode == -signal.SIGKILL
-    server = start_server(db_url, secret, tmp_path)
+    _gone(server.proc.pid)
+    server = start_server(db_url, secret, tmp_path, workers=processes)
     try:
         with store.open_session() as s:
             assert sorted(s.scalars(select(Dialogue.patient))) == sorted(submitted)

@@ -182,17 +182,181 @@ def ledger(
         print(text, end="")
 
 
+@app.command("import-workers")
+def import_workers(
+    csv_file: Annotated[Path, typer.Argument(help="CSV with a platform_id column (and display_name, username).")],
+    base_url: Annotated[str | None, typer.Option(help="Public address of the app, for invite links "
+                                                     "(default EMPLIFAI_PUBLIC_URL).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the invite links here (CSV) instead of stdout.")] = None,
+    days: Annotated[float, typer.Option(help="Days an invite link stays valid.")] = 7.0,
+    db: DbOpt = None,
+) -> None:
+    """Create worker accounts from a platform's CSV (all rows or none) and print one-time invite links."""
+    from emplifai.collect.onboarding import decode_csv, issue_invites, parse_workers_csv
+    from emplifai.collect.onboarding import import_workers as create
+    from emplifai.store.db import open_store
+
+    base = _base_url(base_url)
+    text, _ = decode_csv(_read(csv_file), str(csv_file))
+    rows = parse_workers_csv(text, str(csv_file))
+    with open_store(db).transaction() as s:
+        issued = issue_invites(s, create(s, rows, str(csv_file)), "cli", days=days)
+    _write_invites(issued, base, out)
+    console.print(f"imported {len(issued)} workers from {csv_file}", style="green")
+
+
+@app.command()
+def invite(
+    usernames: Annotated[list[str], typer.Argument(help="Accounts to (re)invite; older unused links stop working.")],
+    base_url: Annotated[str | None, typer.Option(help="Public address of the app (default EMPLIFAI_PUBLIC_URL).")
+                        ] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the invite links here (CSV).")] = None,
+    days: Annotated[float, typer.Option(help="Days an invite link stays valid.")] = 7.0,
+    db: DbOpt = None,
+) -> None:
+    """New one-time invite links (the person sets their own password with it)."""
+    from sqlalchemy import select
+
+    from emplifai.collect.onboarding import issue_invites
+    from emplifai.store.collect import User
+    from emplifai.store.db import open_store
+
+    base = _base_url(base_url)
+    with open_store(db).transaction() as s:
+        users = list(s.scalars(select(User).where(User.username.in_(usernames))))
+        missing = sorted(set(usernames) - {u.username for u in users})
+        if missing:
+            raise UserError(f"no user {', '.join(map(repr, missing))}")
+        issued = issue_invites(s, users, "cli", days=days)
+    _write_invites(issued, base, out)
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"{path}: {exc.strerror}") from None
+
+
+def _base_url(given: str | None) -> str:
+    base = given or os.environ.get("EMPLIFAI_PUBLIC_URL")
+    if not base or not base.startswith(("https://", "http://")):
+        raise UserError("give --base-url https://… (or EMPLIFAI_PUBLIC_URL): the address workers open")
+    return base
+
+
+def _write_invites(issued: list, base: str, out: Path | None) -> None:  # type: ignore[type-arg]
+    import csv
+    import io
+
+    from emplifai.collect.deps import format_timestamp
+    from emplifai.collect.onboarding import invite_url
+    from emplifai.dataset.formats import spreadsheet_safe
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["platform_id", "username", "display_name", "invite_url", "expires"])
+    tz = os.environ.get("EMPLIFAI_TIME_ZONE", "Asia/Tokyo")
+    for i in issued:
+        w.writerow([spreadsheet_safe(v) for v in (i.platform_id or "", i.username, i.display_name,
+                                                   invite_url(base, i.token), format_timestamp(i.expires_at, tz))])
+    if out:
+        out.write_text(buf.getvalue(), encoding="utf-8-sig")
+        console.print(f"wrote {len(issued)} invite links to {out} (they work once; keep the file private)")
+    else:
+        print(buf.getvalue(), end="")
+
+
+def _set_state(campaign: str, state: str, db: str | None) -> None:
+    from emplifai.collect.campaigns import STATES, set_state
+    from emplifai.store.db import open_store
+
+    with open_store(db).transaction() as s:
+        camp = set_state(s, campaign, state)
+    console.print(f"campaign {camp.name!r}: {state} ({STATES[state]})")
+
+
+@app.command()
+def pause(campaign: str, db: DbOpt = None) -> None:
+    """No new claims; tasks already claimed can still be submitted."""
+    _set_state(campaign, "paused", db)
+
+
+@app.command()
+def resume(campaign: str, db: DbOpt = None) -> None:
+    """Open a paused (or closed) campaign again."""
+    _set_state(campaign, "open", db)
+
+
+@app.command()
+def close(campaign: str, db: DbOpt = None) -> None:
+    """No claims and no submissions any more."""
+    _set_state(campaign, "closed", db)
+
+
+@app.command()
+def quota(
+    campaign: str,
+    tasks: Annotated[int, typer.Argument(help="Most tasks one worker may take (leased or submitted); 0 lifts it.")],
+    db: DbOpt = None,
+) -> None:
+    """Set the per-worker task quota of a campaign."""
+    from emplifai.collect.campaigns import set_quota
+    from emplifai.store.db import open_store
+
+    with open_store(db).transaction() as s:
+        camp = set_quota(s, campaign, tasks or None)
+    console.print(f"campaign {camp.name!r}: " + (f"at most {tasks} tasks per worker" if tasks else "no quota"))
+
+
+@app.command()
+def deactivate(username: str, db: DbOpt = None) -> None:
+    """Disable an account: signed out everywhere, invites dead, open leases back in the pool."""
+    from emplifai.collect.onboarding import offboard
+    from emplifai.store.db import open_store
+
+    with open_store(db).transaction() as s:
+        user, released = offboard(s, username)
+    console.print(f"deactivated {user.username!r}; {released} open task(s) released")
+
+
+@app.command()
+def reconcile(
+    campaign: str,
+    since: Annotated[str | None, typer.Option(help="First day (YYYY-MM-DD, campaign time zone).")] = None,
+    until: Annotated[str | None, typer.Option(help="Last day, inclusive.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the CSV here instead of stdout.")] = None,
+    db: DbOpt = None,
+) -> None:
+    """Per platform ID: completion codes, approved/rejected/pending counts and pay, for the platform's review."""
+    from emplifai.collect.campaigns import get_campaign
+    from emplifai.collect.reconcile import parse_day, reconciliation, reconciliation_csv
+    from emplifai.store.db import open_store
+
+    tz = os.environ.get("EMPLIFAI_TIME_ZONE", "Asia/Tokyo")
+    lo, hi = parse_day(since, "--since"), parse_day(until, "--until")
+    with open_store(db).open_session() as s:
+        text = reconciliation_csv(reconciliation(s, get_campaign(s, campaign), lo, hi, tz))
+    if out:
+        out.write_text(text, encoding="utf-8")  # the text already starts with the BOM
+        console.print(f"wrote {out}")
+    else:
+        print(text.removeprefix("\ufeff"), end="")
+
+
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     dev: Annotated[bool, typer.Option("--dev", help="Development mode: allows the built-in secret key.")] = False,
+    workers: Annotated[int, typer.Option(help="Server processes (more than 1 needs PostgreSQL).")] = 1,
     db: DbOpt = None,
 ) -> None:
     """Run the crowdsourcing web app (Japanese UI). Needs EMPLIFAI_SECRET_KEY unless --dev."""
-    import uvicorn
     from pydantic import ValidationError
 
-    from emplifai.collect import Settings, create_app
+    from emplifai.collect import Settings
+    from emplifai.collect.server import check_workers
+    from emplifai.collect.server import serve as run_server
     from emplifai.collect.settings import check_dev_host
 
     if dev:
@@ -201,8 +365,10 @@ def serve(
         settings = Settings.from_env(db=db, **({"environment": "development"} if dev else {}))
     except ValidationError as exc:
         raise UserError("; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())) from None
-    console.print(f"emplifai collect on http://{host}:{port}/ ({settings.environment})")
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+    check_workers(settings, workers)
+    console.print(f"emplifai collect on http://{host}:{port}/ ({settings.environment}, "
+                  f"{workers} process{'es' if workers > 1 else ''})")
+    run_server(settings, host, port, workers)
 
 
 def register(root: typer.Typer) -> None:

@@ -3,7 +3,9 @@
 Layout: ``settings`` (pydantic, refuses a default secret outside development), ``security`` (argon2 hashes,
 signed session cookies, CSRF), ``accounts``/``campaigns`` (admin operations, dashboards, pay ledger), ``assign``
 (atomic claims with leases), ``review`` (crowd claims through the dataset's review rules), ``rating`` (human
-rating groups), ``app`` (the FastAPI factory ``create_app(settings)``), ``deps`` (request context, role and CSRF
+rating groups), ``onboarding`` (platform workers from CSV, one-time invite links), ``reconcile`` (completion
+codes, the per-platform-ID reconciliation CSV), ``app`` (the FastAPI factory ``create_app(settings)``),
+``server`` (one or several uvicorn processes), ``deps`` (request context, role and CSRF
 guards, rendering) and ``routes/`` (one router per resource, server-rendered Japanese pages).
 """
 

@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
+from emplifai.collect.reconcile import new_code
 from emplifai.collect.tx import is_sqlite, run_write
 from emplifai.errors import UserError
 from emplifai.evaluate.rubrics import METRICS
@@ -63,7 +64,11 @@ _GIVE_BACK = update(_T).where(_T.c.id == bindparam("tid")).values(filled=_T.c.fi
 _TAKE = (update(_T).where(_T.c.id == bindparam("tid"), _T.c.filled < _T.c.target, _T.c.enabled.is_(True))
          .values(filled=_T.c.filled + 1))
 _LOCK_WORKER = select(User.__table__.c.id).where(User.__table__.c.id == bindparam("w")).with_for_update()
-_CAMPAIGN = select(Campaign.__table__.c.id, Campaign.__table__.c.active, Campaign.__table__.c.lease_seconds)
+_CAMPAIGN = select(Campaign.__table__.c.id, Campaign.__table__.c.active, Campaign.__table__.c.paused,
+                   Campaign.__table__.c.lease_seconds, Campaign.__table__.c.worker_quota)
+_TAKEN = select(func.count()).select_from(_C).where(  # tasks the worker has taken (for the quota)
+    _C.c.worker_id == bindparam("w"), _C.c.campaign_id == bindparam("c"),
+    _C.c.status.not_in((ClaimStatus.EXPIRED, ClaimStatus.RELEASED)))
 _HELD = select(_C.c.id, _C.c.task_id).where(
     _C.c.worker_id == bindparam("w"), _C.c.campaign_id == bindparam("c"), _C.c.kind == bindparam("k"),
     _C.c.status == ClaimStatus.LEASED).limit(1)
@@ -97,7 +102,7 @@ def _free_slot(s: Session, task_id: int) -> None:
 
 
 def _claim(s: Session, campaign_id: int, lease_seconds: int, worker_id: int, kind: str, now: float,
-           rng: random.Random) -> Claimed | None:
+           rng: random.Random, quota: int | None = None) -> Claimed | None:
     conn = s.connection()
     key = {"w": worker_id, "c": campaign_id, "k": kind}
     if not is_sqlite(s):  # one claim at a time per worker (SQLite's write lock already serialises everything)
@@ -106,6 +111,8 @@ def _claim(s: Session, campaign_id: int, lease_seconds: int, worker_id: int, kin
     held = conn.execute(_HELD, key).first()
     if held is not None:
         return Claimed(held.id, held.task_id, reused=True)
+    if quota is not None and conn.execute(_TAKEN, key).scalar_one() >= quota:  # under the worker's row lock
+        raise Conflict(f"このキャンペーンで受けられるタスクの上限（{quota}件）に達しました。ありがとうございました")
     candidates = list(conn.execute(_OPEN, key).all())  # open, not full, never done by this worker
     if not candidates:
         return None
@@ -144,7 +151,10 @@ def claim(store: Store, campaign: str | int, worker_id: int, kind: str, *, now: 
             raise NotFound(f"no campaign {campaign!r}")
         if not row.active:
             raise Conflict("このキャンペーンは終了しています")
-        return _claim(s, row.id, row.lease_seconds, worker_id, kind, time.time() if now is None else now, rng)
+        if row.paused:
+            raise Conflict("このキャンペーンは一時停止中です。再開までお待ちください（作業中のタスクは提出できます）")
+        return _claim(s, row.id, row.lease_seconds, worker_id, kind, time.time() if now is None else now, rng,
+                      row.worker_quota)
 
     return run_write(store, work)
 
@@ -170,6 +180,16 @@ def release(store: Store, claim_id: int, worker_id: int) -> None:
         _free_slot(s, c.task_id)
 
     run_write(store, work)
+
+
+def release_all(s: Session, worker_id: int) -> int:
+    """Every open lease of the worker goes back to the pool (a deactivated account holds no slots)."""
+    held = list(s.scalars(select(Claim).where(Claim.worker_id == worker_id, Claim.status == ClaimStatus.LEASED)
+                          .order_by(Claim.task_id)))
+    for c in held:
+        c.status, c.live = ClaimStatus.RELEASED, None
+        _free_slot(s, c.task_id)
+    return len(held)
 
 
 def _text(form: dict[str, Any], key: str, label: str, limit: int) -> str:
@@ -223,6 +243,8 @@ def submit(store: Store, claim_id: int, worker_id: int, form: dict[str, Any], *,
         camp = s.get(Campaign, c.campaign_id)
         user = s.get(User, worker_id)
         assert camp is not None and user is not None
+        if not camp.active:  # a plain UserError: the page comes back with the text kept
+            raise UserError("このキャンペーンは終了したため、提出できません")
         meta = {"campaign": camp.name, "claim": c.id}
         if task.kind == Kind.SITUATION:
             sit = Situation(id=f"{camp.name}-s{c.id:06d}", emotion=task.emotion, text=answer["situation"],
@@ -242,6 +264,7 @@ def submit(store: Store, claim_id: int, worker_id: int, form: dict[str, Any], *,
                                  group_no=task.group_no, origin="web", file=None, line=None))
         c.answer = answer
         c.status, c.submitted_at = ClaimStatus.PENDING, now
+        c.completion_code = new_code()
         s.flush()
         return c
 

@@ -44,7 +44,8 @@ def create_campaign(
         raise UserError(f"rejection cap must be between 0 and 1, got {rejection_cap}")
     camp = Campaign(name=name, emotions=labels, round1_target=round1_target, round2_target=round2_target,
                     rating_raters=rating_raters, pay_situation=pay_situation, pay_dialogue=pay_dialogue,
-                    pay_rating=pay_rating, rejection_cap=rejection_cap, lease_seconds=lease_seconds, active=True)
+                    pay_rating=pay_rating, rejection_cap=rejection_cap, lease_seconds=lease_seconds, active=True,
+                    paused=False)
     s.add(camp)
     s.flush()
     for emo in labels:
@@ -60,6 +61,33 @@ def get_campaign(s: Session, ref: str | int) -> Campaign:
     camp = s.scalar(q)
     if camp is None:
         raise UserError(f"no campaign {ref!r}")
+    return camp
+
+
+# ---------------------------------------------------------------------------------------------- lifecycle
+STATES = {"open": "受付中", "paused": "一時停止中", "closed": "終了"}
+MAX_QUOTA = 100_000
+
+
+def state_of(camp: Campaign) -> str:
+    """open: claims and submissions; paused: no new claims, leases may still be submitted; closed: neither."""
+    return "closed" if not camp.active else "paused" if camp.paused else "open"
+
+
+def set_state(s: Session, ref: str | int, state: str) -> Campaign:
+    if state not in STATES:
+        raise UserError(f"unknown campaign state {state!r}; use one of {', '.join(STATES)}")
+    camp = get_campaign(s, ref)
+    camp.active, camp.paused = state != "closed", state == "paused"
+    return camp
+
+
+def set_quota(s: Session, ref: str | int, quota: int | None) -> Campaign:
+    """The most tasks (leased or submitted, all kinds) one worker may take in the campaign; None lifts it."""
+    if quota is not None and not 1 <= quota <= MAX_QUOTA:
+        raise UserError(f"quota must be between 1 and {MAX_QUOTA}, got {quota}")
+    camp = get_campaign(s, ref)
+    camp.worker_quota = quota
     return camp
 
 
@@ -170,6 +198,7 @@ class WorkerRow:
     display_name: str
     counts: Counter[str]
     yen: int
+    platform_id: str = ""
 
     @property
     def submitted(self) -> int:
@@ -183,11 +212,11 @@ class WorkerRow:
 
 def worker_stats(s: Session, camp: Campaign) -> list[WorkerRow]:
     users: dict[int, WorkerRow] = {}
-    q = (select(User.id, User.username, User.display_name, Claim.status, func.count())
+    q = (select(User.id, User.username, User.display_name, User.platform_id, Claim.status, func.count())
          .join(Claim, Claim.worker_id == User.id).where(Claim.campaign_id == camp.id)
-         .group_by(User.id, User.username, User.display_name, Claim.status))
-    for uid, name, disp, status, n in s.execute(q):
-        users.setdefault(uid, WorkerRow(uid, name, disp, Counter(), 0)).counts[status] += n
+         .group_by(User.id, User.username, User.display_name, User.platform_id, Claim.status))
+    for uid, name, disp, pid, status, n in s.execute(q):
+        users.setdefault(uid, WorkerRow(uid, name, disp, Counter(), 0, pid or "")).counts[status] += n
     for uid, yen in s.execute(select(PayEntry.worker_id, func.sum(PayEntry.amount_yen))
                               .where(PayEntry.campaign_id == camp.id).group_by(PayEntry.worker_id)):
         if uid in users:
@@ -204,18 +233,20 @@ def rejection_state(s: Session, camp: Campaign) -> tuple[int, int]:
     return rows.get(ClaimStatus.REJECTED, 0), submitted
 
 
-LEDGER_COLUMNS = ("username", "display_name", "situations", "dialogues", "ratings", "amount_yen")
+LEDGER_COLUMNS = ("username", "platform_id", "display_name", "situations", "dialogues", "ratings", "amount_yen")
 
 
 def ledger(s: Session, camp: Campaign) -> list[dict[str, object]]:
     """Per worker: approved tasks by kind and the total owed (each at the rate in force when approved)."""
     per: dict[int, dict[str, object]] = {}
-    q = (select(User.id, User.username, User.display_name, PayEntry.kind, func.count(), func.sum(PayEntry.amount_yen))
+    q = (select(User.id, User.username, User.platform_id, User.display_name, PayEntry.kind, func.count(),
+                func.sum(PayEntry.amount_yen))
          .join(PayEntry, PayEntry.worker_id == User.id).where(PayEntry.campaign_id == camp.id)
-         .group_by(User.id, User.username, User.display_name, PayEntry.kind))
+         .group_by(User.id, User.username, User.platform_id, User.display_name, PayEntry.kind))
     names = {Kind.SITUATION: "situations", Kind.DIALOGUE: "dialogues", Kind.RATING: "ratings"}
-    for uid, name, disp, kind, n, yen in s.execute(q):
-        row = per.setdefault(uid, defaultdict(int, username=name, display_name=disp))  # type: ignore[arg-type]
+    for uid, name, pid, disp, kind, n, yen in s.execute(q):
+        row = per.setdefault(uid, defaultdict(int, username=name, platform_id=pid or "",  # type: ignore[arg-type]
+                                              display_name=disp))
         row[names[Kind(kind)]] += n
         row["amount_yen"] += int(yen or 0)
     return [{c: r[c] for c in LEDGER_COLUMNS} for r in sorted(per.values(), key=lambda r: str(r["username"]))]

@@ -24,6 +24,8 @@ class Settings(BaseModel):
     session_max_age: int = Field(12 * 3600, ge=60, description="Seconds a sign-in stays valid.")
     cookie_secure: bool = Field(False, description="Send cookies over HTTPS only (set behind TLS).")
     time_zone: str = Field("Asia/Tokyo", description="Time zone every page shows times in; EMPLIFAI_TIME_ZONE.")
+    public_url: str | None = Field(None, description="Base of invite links (https://…); EMPLIFAI_PUBLIC_URL. "
+                                                     "Default: the address the lead's browser used.")
 
     @model_validator(mode="after")
     def _time_zone_exists(self) -> Settings:
@@ -33,6 +35,12 @@ class Settings(BaseModel):
             ZoneInfo(self.time_zone)
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown time zone {self.time_zone!r} (an IANA name such as Asia/Tokyo)") from None
+        return self
+
+    @model_validator(mode="after")
+    def _public_url_is_http(self) -> Settings:
+        if self.public_url is not None and not self.public_url.startswith(("https://", "http://")):
+            raise ValueError(f"public URL {self.public_url!r} must start with https:// or http://")
         return self
 
     @model_validator(mode="after")
@@ -55,6 +63,8 @@ class Settings(BaseModel):
             values["secret_key"] = key
         if tz := os.environ.get("EMPLIFAI_TIME_ZONE"):
             values["time_zone"] = tz
+        if public := os.environ.get("EMPLIFAI_PUBLIC_URL"):
+            values["public_url"] = public
         if os.environ.get("EMPLIFAI_COOKIE_SECURE"):
             values["cookie_secure"] = os.environ["EMPLIFAI_COOKIE_SECURE"].lower() in ("1", "true", "yes")
         values.update({k: v for k, v in overrides.items() if v is not None})

@@ -6,7 +6,7 @@ leases, pending, flagged and approved submissions); every transition that takes 
 the same transaction, and a claim only takes a slot through ``UPDATE … SET filled = filled + 1 WHERE filled <
 target``, so a bucket can never overshoot even under concurrent writers.
 
-Schema changes go through the Alembic branch ``collect`` (migrations/versions/collect_0001.py).
+Schema changes go through the Alembic branch ``collect`` (migrations/versions/collect_0001.py, collect_0003.py).
 """
 
 from __future__ import annotations
@@ -62,6 +62,8 @@ class User(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     username: Mapped[str] = mapped_column(String(64), unique=True)
+    # The worker's ID on the crowdsourcing platform (e.g. the CrowdWorks user name): how pay is reconciled there.
+    platform_id: Mapped[str | None] = mapped_column(String(64))
     display_name: Mapped[str] = mapped_column(String(128), default="")
     password_hash: Mapped[str] = mapped_column(String(256))
     role: Mapped[str] = mapped_column(String(16))
@@ -69,6 +71,22 @@ class User(Base):
     # Bumped on password change or deactivation: sessions signed with an older value stop working.
     session_version: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    __table_args__ = (Index("ix_collect_users_platform_id", "platform_id", unique=True),)
+
+
+class Invite(Base):
+    """A one-time sign-in link: only the SHA-256 of its random token is stored; used once, then dead."""
+
+    __tablename__ = "collect_invites"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("collect_users.id"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float)
+    used_at: Mapped[float | None] = mapped_column(Float)
+    created_by: Mapped[str] = mapped_column(String(64))
 
 
 class Campaign(Base):
@@ -85,7 +103,9 @@ class Campaign(Base):
     pay_rating: Mapped[int] = mapped_column(Integer, default=500)
     rejection_cap: Mapped[float] = mapped_column(Float, default=0.30)
     lease_seconds: Mapped[int] = mapped_column(Integer, default=1800)
-    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)  # False: closed (no claims, no submissions)
+    paused: Mapped[bool] = mapped_column(Boolean, default=False)  # no new claims; leases may still be submitted
+    worker_quota: Mapped[int | None] = mapped_column(Integer)  # most tasks one worker may take (None: no limit)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -134,9 +154,12 @@ class Claim(Base):
     reviewer_id: Mapped[int | None] = mapped_column(ForeignKey("collect_users.id"))
     reviewed_at: Mapped[float | None] = mapped_column(Float)
     reason: Mapped[str | None] = mapped_column(Text)
+    # Shown to the worker after submitting, pasted back on the platform, matched in the reconciliation export.
+    completion_code: Mapped[str | None] = mapped_column(String(32))
 
     __table_args__ = (
         UniqueConstraint("task_id", "worker_id", "live", name="uq_collect_claim_live"),
+        Index("ix_collect_claims_completion_code", "completion_code", unique=True),
         Index("ix_collect_claim_status", "campaign_id", "status"),
         Index("ix_collect_claim_lease", "status", "expires_at"),
     )

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from emplifai.collect.routes import admin, auth, dashboards, lead, review, synthetic, work
+from emplifai.collect.routes import admin, auth, dashboards, lead, people, review, synthetic, work
 
 router = APIRouter()
-for module in (auth, work, review, synthetic, lead, dashboards, admin):
+for module in (auth, people, work, review, synthetic, lead, dashboards, admin):
     router.include_router(module.router)

@@ -47,6 +47,12 @@ MESSAGES = {
     "approved": "承認しました。", "rejected": "却下しました。", "flagged": "要確認にしました。",
     "modified": "修正を保存しました（履歴に残ります）。", "kept": "残すことにしました。", "removed": "削除しました。",
     "user": "ユーザーを作成しました。", "campaign": "キャンペーンを作成しました。", "login": "ログインしました。",
+    "welcome": "パスワードを設定しました。ようこそ。",
+    "deactivated": "アカウントを無効化しました（ログイン中の画面も閉じられます）。",
+    "state_open": "キャンペーンを受付中にしました。",
+    "state_paused": "キャンペーンを一時停止しました（作業中のタスクは提出できます）。",
+    "state_closed": "キャンペーンを終了しました（受付も提出もできません）。",
+    "quota": "1人あたりの上限を保存しました。",
 }
 ERROR_STATUS = {NotFound: 404, Conflict: 409}
 
@@ -67,8 +73,9 @@ def error(ctx: Ctx, exc: UserError) -> Response:
 
 
 def campaigns_of(ctx: Ctx) -> list[Campaign]:
+    """Every campaign, closed ones included: the staff still review, pay and reconcile them."""
     with store_of(ctx.request).open_session() as s:
-        return list(s.scalars(select(Campaign).where(Campaign.active.is_(True)).order_by(Campaign.id)))
+        return list(s.scalars(select(Campaign).order_by(Campaign.id)))
 
 
 def claim_content(s, c: Claim) -> dict[str, object]:  # type: ignore[no-untyped-def]

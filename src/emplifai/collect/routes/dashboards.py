@@ -42,7 +42,8 @@ def dashboard(ctx: Staff, campaign_id: int) -> Response:
     return page(ctx, "dashboard.html", campaign=camp, round1=campaigns.by_emotion(camp, rows, Kind.SITUATION),
                  round2=campaigns.by_emotion(camp, rows, Kind.DIALOGUE),
                  pairs=[b for b in rows if b.kind == Kind.DIALOGUE], ratings=[b for b in rows if b.kind == Kind.RATING],
-                 sits=sits, stats=stats, rejected=rejected, submitted=submitted)
+                 sits=sits, stats=stats, rejected=rejected, submitted=submitted, state=campaigns.state_of(camp),
+                 STATES=campaigns.STATES, time_zone=ctx.request.app.state.settings.time_zone)
 
 
 @router.get("/ledger/{campaign_id}.csv")

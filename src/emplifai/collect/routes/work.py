@@ -119,7 +119,7 @@ async def submit(ctx: Worker, claim_id: int) -> Response:
     except IntegrityError:
         return page(ctx, "message.html", 409, title="エラー", error="この会話はすでにあなたが評価しています")
     await run_in_threadpool(drafts.discard, store_of(ctx.request), claim_id)
-    return redirect("/work?msg=submitted")
+    return redirect(f"/claims/{claim_id}/done")  # the completion code to paste back on the platform
 
 
 @router.post("/claims/{claim_id}/draft", dependencies=[CSRF])

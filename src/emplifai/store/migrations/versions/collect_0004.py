@@ -1,7 +1,7 @@
 """Crowdsourcing web app: per-campaign worked examples for workers, and server-side drafts of unsent work.
 
 Revision ID: collect_0004
-Revises: collect_0001
+Revises: collect_0003
 Create Date: 2026-12-02
 """
 
@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "collect_0004"
-down_revision = "collect_0001"
+down_revision = "collect_0003"
 branch_labels = None
 depends_on = None
 
