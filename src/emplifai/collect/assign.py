@@ -1,8 +1,16 @@
 """Assignment: atomic claims with expiring leases, release, and submission.
 
 Choosing work (paper 3.3: randomised to reduce fatigue, balanced labels, a pair disabled once full):
-among the worker's eligible buckets (open, not full, never done by this worker) take those furthest from their
-target, prefer an emotion other than the worker's previous one, then pick at random.
+among the worker's eligible buckets (open, not full, never done by this worker, and in round 2 never a situation
+the worker wrote: nobody writes the dialogue for their own situation) take those furthest from their target,
+prefer an emotion other than the worker's previous one, then pick at random.
+
+No re-rolling: releasing a lease gives its slot back to the pool at once, but not the worker's choice. Until the
+released lease would have expired, the worker's next claim of that kind hands back the same task (while it still
+has room), so release-and-reclaim cannot be repeated until the emotion one wants comes up. A campaign wants this
+because the hard emotions (Grief, Fear) would otherwise be skipped by everyone and fill last, from the few workers
+who did not skip them; a worker who truly cannot write one waits out the lease, the same cost as letting it
+expire. Deterministic per-worker picks were not enough: the pool changes between claims, so the pick would too.
 
 Taking the slot is one conditional statement, ``UPDATE collect_tasks SET filled = filled + 1 WHERE id = :id AND
 filled < target``: on PostgreSQL the row lock makes a concurrent claimer re-check the condition after the first
@@ -69,10 +77,24 @@ _HELD = select(_C.c.id, _C.c.task_id).where(
     _C.c.status == ClaimStatus.LEASED).limit(1)
 _DONE = select(_C.c.task_id).where(_C.c.worker_id == bindparam("w"), _C.c.campaign_id == bindparam("c"),
                                    _C.c.live == 1)
-_OPEN = select(_T.c.id, _T.c.emotion, _T.c.target, _T.c.filled).where(
-    _T.c.campaign_id == bindparam("c"), _T.c.kind == bindparam("k"), _T.c.enabled.is_(True),
-    _T.c.filled < _T.c.target, _T.c.id.not_in(_DONE)
-).order_by((_T.c.target - _T.c.filled).desc(), func.random()).limit(64)  # the neediest, ties in random order
+# Situations the worker wrote (any campaign, any outcome). Only round-2 tasks are filtered by it: their
+# situation_id is never NULL, and NOT IN over a NULL column would drop round-1 and rating tasks altogether.
+_OWN_SITUATIONS = select(_C.c.entity_id).where(_C.c.worker_id == bindparam("w"), _C.c.kind == Kind.SITUATION,
+                                               _C.c.entity_id.is_not(None))
+_OPEN_WHERE = (_T.c.campaign_id == bindparam("c"), _T.c.kind == bindparam("k"), _T.c.enabled.is_(True),
+               _T.c.filled < _T.c.target, _T.c.id.not_in(_DONE))
+_NEEDIEST = ((_T.c.target - _T.c.filled).desc(), func.random())  # the neediest, ties in random order
+_OPEN = {
+    kind: select(_T.c.id, _T.c.emotion, _T.c.target, _T.c.filled).where(
+        *_OPEN_WHERE, *((_T.c.situation_id.not_in(_OWN_SITUATIONS),) if kind == Kind.DIALOGUE else ()))
+    .order_by(*_NEEDIEST).limit(64)
+    for kind in Kind
+}
+# The task of the worker's latest released lease that would still be running (see "No re-rolling" above).
+_PINNED = (select(_C.c.task_id).where(
+    _C.c.worker_id == bindparam("w"), _C.c.campaign_id == bindparam("c"), _C.c.kind == bindparam("k"),
+    _C.c.status == ClaimStatus.RELEASED, _C.c.expires_at > bindparam("now"), _C.c.task_id.not_in(_DONE))
+    .order_by(_C.c.id.desc()).limit(1))
 _LAST = (select(_T.c.emotion).join(_C, _C.c.task_id == _T.c.id)
          .where(_C.c.worker_id == bindparam("w"), _C.c.campaign_id == bindparam("c"))
          .order_by(_C.c.id.desc()).limit(1))
@@ -106,7 +128,18 @@ def _claim(s: Session, campaign_id: int, lease_seconds: int, worker_id: int, kin
     held = conn.execute(_HELD, key).first()
     if held is not None:
         return Claimed(held.id, held.task_id, reused=True)
-    candidates = list(conn.execute(_OPEN, key).all())  # open, not full, never done by this worker
+
+    def lease(task_id: int) -> Claimed:
+        cid = conn.execute(_INSERT, {
+            "campaign_id": campaign_id, "task_id": task_id, "worker_id": worker_id, "kind": kind,
+            "status": ClaimStatus.LEASED, "live": 1, "leased_at": now, "expires_at": now + lease_seconds,
+        }).scalar_one()
+        return Claimed(cid, task_id, reused=False)
+
+    pinned = conn.execute(_PINNED, {**key, "now": now}).scalar()
+    if pinned is not None and _take_slot(s, pinned):  # released a moment ago: the same task again
+        return lease(pinned)
+    candidates = list(conn.execute(_OPEN[Kind(kind)], key).all())  # open, not full, not done, not own
     if not candidates:
         return None
     last = conn.execute(_LAST, key).scalar()
@@ -115,11 +148,7 @@ def _claim(s: Session, campaign_id: int, lease_seconds: int, worker_id: int, kin
         top = [t for t in candidates if t.target - t.filled == need]
         pick = rng.choice([t for t in top if t.emotion != last] or top)
         if _take_slot(s, pick.id):
-            cid = conn.execute(_INSERT, {
-                "campaign_id": campaign_id, "task_id": pick.id, "worker_id": worker_id, "kind": kind,
-                "status": ClaimStatus.LEASED, "live": 1, "leased_at": now, "expires_at": now + lease_seconds,
-            }).scalar_one()
-            return Claimed(cid, pick.id, reused=False)
+            return lease(pick.id)
         candidates.remove(pick)  # a concurrent claimer filled it first (PostgreSQL only)
     return None
 
