@@ -155,6 +155,13 @@ def test_rating_task_in_browser(browser, server, tmp_path: Path) -> None:  # typ
     page.get_by_role("button", name="提出する").click()
     assert "提出しました" in page.content()
     with store.open_session() as s:
+        assert s.scalars(select(Rating)).all() == []  # counted only once a reviewer approves them
+    rev = _login(browser, url, "rev")
+    rev.goto("/review")
+    rev.locator("a[href^='/review/']").first.click()
+    rev.get_by_role("button", name="承認する").click()
+    assert "承認しました" in rev.content()
+    with store.open_session() as s:
         rows = s.scalars(select(Rating)).all()
     assert len(rows) == 70 and {r.score for r in rows} == {4} and {r.metric for r in rows} == set(METRICS)
     assert {(r.rater, r.origin, r.group_no) for r in rows} == {("rater1", "web", 1)}

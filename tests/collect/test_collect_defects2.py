@@ -80,3 +80,69 @@ def test_release_and_reclaim_cannot_reroll_the_emotion(store: Store) -> None:
     again = assign.claim(store, cid2, a, Kind.SITUATION, now=1001.0)
     assert again is not None and again.task_id != ca.task_id
 
+
+# ------------------------------------------------------------------------------------------- item 5
+def _rate(store: Store, cid: int, worker: int, score: int) -> int:
+    from emplifai.evaluate.rubrics import METRICS
+
+    c = assign.claim(store, cid, worker, Kind.RATING)
+    assert c is not None
+    with store.open_session() as s:
+        items = s.get(Task, c.task_id).payload["items"]  # type: ignore[union-attr]
+    form = {f"score_{it['generation_id']}_{m}": str(score) for it in items for m in METRICS}
+    assign.submit(store, c.claim_id, worker, form)
+    return c.claim_id
+
+
+def test_only_approved_ratings_enter_the_analysis_and_reports_say_what_was_left_out(store: Store) -> None:
+    """Regression: a pending rating claim wrote its rows straight into `ratings`, so `ratings summary`, `agree`
+    and Table 5 averaged unreviewed scores with approved ones."""
+    from emplifai.collect.campaigns import get_campaign
+    from emplifai.collect.rating import create_rating_tasks
+    from emplifai.evaluate.ratings import human_scores, left_out_note, summary
+    from tests.collect.fixtures import rating_sample
+
+    rating_sample(store, 10)
+    cid = campaign(store, emotions=["Joy"], rejection_cap=1.0)
+    with store.transaction() as s:
+        assert create_rating_tasks(s, get_campaign(s, cid), "default", "human") == 1
+    rev = _user(store, users(store, ("rev", "reviewer"))["rev"])
+    a, b, c = bulk_workers(store, 3)
+    good, pending, bad = _rate(store, cid, a, 4), _rate(store, cid, b, 1), _rate(store, cid, c, 2)
+    assert human_scores(store, "default", "human") == {}  # nothing reviewed yet: nothing counts
+    review.approve(store, good, rev)
+    review.reject(store, bad, rev, "全項目が同じ値で、読まずに付けたようです")
+    scores = human_scores(store, "default", "human")
+    assert len(scores) == 70 and {r for d in scores.values() for r in d} == {"w0000"}
+    assert {v for d in scores.values() for v in d.values()} == {4}  # the pending 1s are not averaged in
+    sm = summary(store, "default", "human")
+    assert sm["raters"] == 1 and {v["mean"] for v in sm["metrics"].values()} == {4.0}
+    assert sm["left_out"]["pending"] == {"claims": 1, "scores": 70}
+    assert sm["left_out"]["rejected"] == {"claims": 1, "scores": 70}
+    note = left_out_note(sm["left_out"])
+    assert note is not None and "1 pending review (70 scores)" in note and "1 rejected" in note
+    review.approve(store, pending, rev)  # approved later: now it counts
+    sm = summary(store, "default", "human")
+    assert sm["raters"] == 2 and sm["left_out"]["pending"] == {"claims": 0, "scores": 0}
+    assert next(iter(sm["metrics"].values()))["mean"] == 2.5
+
+
+def test_the_ratings_summary_command_reports_ratings_left_out(store: Store) -> None:
+    from typer.testing import CliRunner
+
+    from emplifai.cli import app as cli
+    from emplifai.collect.campaigns import get_campaign
+    from emplifai.collect.rating import create_rating_tasks
+    from tests.collect.fixtures import rating_sample
+
+    rating_sample(store, 10)
+    cid = campaign(store, emotions=["Joy"])
+    with store.transaction() as s:
+        create_rating_tasks(s, get_campaign(s, cid), "default", "human")
+    rev = _user(store, users(store, ("rev", "reviewer"))["rev"])
+    a, b = bulk_workers(store, 2)
+    review.approve(store, _rate(store, cid, a, 3), rev)
+    _rate(store, cid, b, 5)
+    r = CliRunner().invoke(cli, ["ratings", "summary", "--source", "human", "--db", store.url])
+    assert r.exit_code == 0, r.output
+    assert "1 raters" in r.output and "1 pending review (70 scores)" in r.output

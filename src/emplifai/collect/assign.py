@@ -234,7 +234,7 @@ def validate(task: Task, form: dict[str, Any]) -> dict[str, Any]:
 
 
 def submit(store: Store, claim_id: int, worker_id: int, form: dict[str, Any], *, now: float | None = None) -> Claim:
-    """Store the work done under a lease: a pending Situation (round 1), Dialogue (round 2) or ratings."""
+    """Store the work done under a lease: a pending Situation (round 1), Dialogue (round 2) or rating answer."""
     now = time.time() if now is None else now
 
     def work(s: Session) -> Claim:
@@ -264,11 +264,11 @@ def submit(store: Store, claim_id: int, worker_id: int, form: dict[str, Any], *,
                          author=user.username, meta=meta)
             s.add(d)
             c.entity_id = d.id
-        else:
-            for gid, per in answer["scores"].items():
-                for metric, score in per.items():
-                    s.add(Rating(generation_id=int(gid), rater=user.username, metric=metric, score=score,
-                                 group_no=task.group_no, origin="web", file=None, line=None))
+        elif s.scalar(select(Rating.id).where(Rating.rater == user.username, Rating.generation_id.in_(
+                [int(g) for g in answer["scores"]])).limit(1)) is not None:
+            raise Conflict("この会話はすでにあなたが評価しています")
+        # Ratings wait in the claim's answer: they enter the ``ratings`` table (and the analysis) only when a
+        # reviewer approves them (collect.review.approve).
         c.answer = answer
         c.status, c.submitted_at = ClaimStatus.PENDING, now
         s.flush()
