@@ -8,7 +8,7 @@ from emplifai.collect import assign, review
 from emplifai.records import Kind
 from emplifai.store.collect import Task, User
 from emplifai.store.db import Store
-from tests.collect.fixtures import bulk_workers, campaign, users
+from tests.collect.fixtures import bulk_workers, campaign, csrf, login, post, settings, users
 
 SITUATION = "検査の結果を待つ間、ずっと落ち着かない日が続きました。"
 
@@ -146,3 +146,85 @@ def test_the_ratings_summary_command_reports_ratings_left_out(store: Store) -> N
     r = CliRunner().invoke(cli, ["ratings", "summary", "--source", "human", "--db", store.url])
     assert r.exit_code == 0, r.output
     assert "1 raters" in r.output and "1 pending review (70 scores)" in r.output
+
+
+# ------------------------------------------------------------------------------------------ item 10
+def _expire(store: Store, claim_id: int) -> None:
+    from emplifai.store.collect import Claim
+
+    with store.transaction() as s:
+        c = s.get(Claim, claim_id)
+        assert c is not None
+        c.expires_at = c.leased_at = 1.0  # long past
+
+
+def _web(db_url: str):  # type: ignore[no-untyped-def]
+    from fastapi.testclient import TestClient
+
+    from emplifai.collect import create_app
+
+    app = create_app(settings(db_url))
+    users(app.state.store, ("w1", "worker"), ("w2", "worker"))
+    clients = {}
+    for name in ("w1", "w2"):
+        clients[name] = TestClient(app)
+        login(clients[name], name)
+    return app, clients
+
+
+def _claim_page(c, cid: int, kind: str = "situation") -> str:  # type: ignore[no-untyped-def]
+    r = post(c, "/work/claim", {"campaign_id": cid, "kind": kind}, page="/work")
+    assert r.status_code == 303 and r.headers["location"].startswith("/claims/"), r.text
+    return r.headers["location"]
+
+
+def test_late_work_is_shown_back_when_the_slot_went_to_someone_else(db_url: str) -> None:
+    """Regression: a submit after the lease expired and the slot went to someone else gave a 409 page and the
+    text was gone."""
+    from sqlalchemy import select
+
+    from emplifai.store.collect import Claim, ClaimStatus
+    from emplifai.store.models import Situation
+
+    app, cl = _web(db_url)
+    store = app.state.store
+    cid = campaign(store, emotions=["Joy"], round1_target=1)
+    late = _claim_page(cl["w1"], cid)
+    _expire(store, int(late.rsplit("/", 1)[1]))
+    _claim_page(cl["w2"], cid)  # the sweep hands w1's slot to w2
+    text = "退院の日、看護師さんが「よく頑張りましたね」と声をかけてくれて、涙が出そうになりました。"
+    token = csrf(cl["w1"].get("/work").text)
+    r = cl["w1"].post(f"{late}/submit", data={"situation": text, "csrf_token": token}, follow_redirects=False)
+    assert r.status_code == 409 and text in r.text and "受け付けられませんでした" in r.text and "コピー" in r.text
+    assert text in cl["w1"].get(late).text  # still there later, on the same page
+    assert cl["w2"].get(late).status_code == 404  # and only for its author
+    with store.open_session() as s:
+        c = s.get(Claim, int(late.rsplit("/", 1)[1]))
+        assert c.status == ClaimStatus.EXPIRED and c.answer == {"situation": text}  # type: ignore[union-attr]
+        assert s.scalars(select(Situation)).all() == []  # nothing over the target
+    assert post(cl["w1"], f"{late}/release", page="/work").status_code == 409
+    app.state.store.dispose()
+
+
+def test_late_work_is_filed_when_a_slot_is_free_or_under_the_workers_new_lease(db_url: str) -> None:
+    from sqlalchemy import select
+
+    from emplifai.store.collect import Claim, ClaimStatus
+    from emplifai.store.models import Situation
+
+    app, cl = _web(db_url)
+    store = app.state.store
+    cid = campaign(store, emotions=["Joy"], round1_target=2)
+    old = _claim_page(cl["w1"], cid)
+    _expire(store, int(old.rsplit("/", 1)[1]))
+    new = _claim_page(cl["w1"], cid)  # the same worker, another tab: a new lease on the same task
+    assert new != old
+    text = "主治医に「数値が安定してきました」と言われ、家族と喜び合いました。"
+    r = post(cl["w1"], f"{old}/submit", {"situation": text}, page="/work")
+    assert r.status_code == 303, r.text  # filed under the worker's live lease, not lost and not a 500
+    with store.open_session() as s:
+        claims = {c.id: c for c in s.scalars(select(Claim))}
+        assert claims[int(new.rsplit("/", 1)[1])].status == ClaimStatus.PENDING
+        assert claims[int(old.rsplit("/", 1)[1])].status == ClaimStatus.EXPIRED
+        assert [x.text for x in s.scalars(select(Situation))] == [text]
+    app.state.store.dispose()

@@ -50,6 +50,19 @@ class Conflict(UserError):
     """The request cannot be applied in the claim's current state."""
 
 
+class LateWork(Conflict):
+    """The lease ran out and its slot went to someone else: the work could not be accepted. It is kept on the
+    claim (``Claim.answer``) and handed back here, so the page can show the worker what they wrote."""
+
+    def __init__(self, message: str, answer: dict[str, Any]):
+        super().__init__(message)
+        self.answer = answer
+
+
+LATE_JA = ("作業時間が過ぎ、この枠は他の方に割り当てられたため、提出を受け付けられませんでした。"
+           "書いた内容は消えていません。下に表示していますので、コピーして保存してください。")
+
+
 @dataclass(frozen=True, slots=True)
 class Claimed:
     claim_id: int
@@ -233,20 +246,38 @@ def validate(task: Task, form: dict[str, Any]) -> dict[str, Any]:
     return {"scores": _scores(task, form)}
 
 
+def _late(s: Session, c: Claim, task: Task) -> Claim | None:
+    """Work submitted under a swept (expired or released) lease: the claim it can still be filed under, or None.
+
+    The worker's own new lease on the same task takes it (opened again in another tab); otherwise the old claim
+    is revived if the bucket still has room. Never a second live claim, never past the target."""
+    live = s.scalar(select(Claim).where(Claim.task_id == task.id, Claim.worker_id == c.worker_id, Claim.live == 1))
+    if live is not None:
+        return live if live.status == ClaimStatus.LEASED else None
+    if not _take_slot(s, task.id):
+        return None
+    c.live = 1
+    return c
+
+
 def submit(store: Store, claim_id: int, worker_id: int, form: dict[str, Any], *, now: float | None = None) -> Claim:
-    """Store the work done under a lease: a pending Situation (round 1), Dialogue (round 2) or rating answer."""
+    """Store the work done under a lease: a pending Situation (round 1), Dialogue (round 2) or rating answer.
+
+    Late work is never dropped: if the lease was swept it is filed as a new submission when the bucket still has
+    room; otherwise it stays on the claim and :class:`LateWork` carries it back to the worker."""
     now = time.time() if now is None else now
 
-    def work(s: Session) -> Claim:
+    def work(s: Session) -> Claim | dict[str, Any]:
         c = _own_claim(s, claim_id, worker_id)
         task = s.get(Task, c.task_id)
         assert task is not None
         answer = validate(task, form)
         if c.status in (ClaimStatus.EXPIRED, ClaimStatus.RELEASED):
-            # The lease was swept: accept the work only if the bucket still has room for it.
-            if not _take_slot(s, task.id):
-                raise Conflict("期限が切れ、この枠は他の方に割り当てられました。新しいタスクを取得してください")
-            c.live = 1
+            filed = _late(s, c, task)
+            if filed is None:
+                c.answer = answer  # committed: the text survives even though the work was not accepted
+                return answer
+            c = filed
         elif c.status != ClaimStatus.LEASED:
             raise Conflict("このタスクはすでに提出済みです")
         camp = s.get(Campaign, c.campaign_id)
@@ -274,4 +305,7 @@ def submit(store: Store, claim_id: int, worker_id: int, form: dict[str, Any], *,
         s.flush()
         return c
 
-    return run_write(store, work)
+    out = run_write(store, work)
+    if not isinstance(out, Claim):
+        raise LateWork(LATE_JA, out)
+    return out

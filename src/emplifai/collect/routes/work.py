@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from emplifai import taxonomy
 from emplifai.collect import assign
-from emplifai.collect.assign import Conflict, NotFound
+from emplifai.collect.assign import LATE_JA, Conflict, LateWork, NotFound
 from emplifai.collect.deps import (
     CSRF,
     Ctx,
@@ -91,8 +91,19 @@ def _task_page(ctx: Ctx, claim_id: int, status_code: int = 200, error: str | Non
                  remaining=max(0, int((c.expires_at - time.time()) // 60)))
 
 
+def _late_page(ctx: Ctx, claim_id: int, answer: dict, status_code: int) -> Response:
+    """The worker's own text from a submission that came too late, shown back so it can be copied."""
+    c, task, camp, sit, _ = _own(ctx, claim_id)
+    lab = taxonomy.get(task.emotion) if task.emotion else None
+    return page(ctx, "late.html", status_code, claim=c, task=task, campaign=camp, situation=sit, label=lab,
+                answer=answer, error=LATE_JA)
+
+
 @router.get("/claims/{claim_id}")
 def show_claim(ctx: Worker, claim_id: int) -> Response:
+    c, *_ = _own(ctx, claim_id)
+    if c.status in (ClaimStatus.EXPIRED, ClaimStatus.RELEASED) and c.answer:
+        return _late_page(ctx, claim_id, c.answer, 200)
     return _task_page(ctx, claim_id)
 
 
@@ -101,6 +112,8 @@ async def submit(ctx: Worker, claim_id: int) -> Response:
     form = {k: v for k, v in (await ctx.request.form()).items() if isinstance(v, str) and k != "csrf_token"}
     try:
         await run_in_threadpool(assign.submit, store_of(ctx.request), claim_id, ctx.user.id, form)  # type: ignore[union-attr]
+    except LateWork as exc:  # nothing is lost: the text is kept on the claim and shown back
+        return await run_in_threadpool(_late_page, ctx, claim_id, exc.answer, 409)
     except (NotFound, Conflict) as exc:
         return error(ctx, exc)
     except UserError as exc:  # a missing or oversized field: show the form again with what was typed
