@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from emplifai.collect import assign, review
 from emplifai.records import Kind
 from emplifai.store.collect import Task, User
@@ -228,3 +230,86 @@ def test_late_work_is_filed_when_a_slot_is_free_or_under_the_workers_new_lease(d
         assert claims[int(old.rsplit("/", 1)[1])].status == ClaimStatus.EXPIRED
         assert [x.text for x in s.scalars(select(Situation))] == [text]
     app.state.store.dispose()
+
+
+# ------------------------------------------------------------------------------------------- item 6
+def _attempt(app, name: str, password: str, host: str = "198.51.100.7"):  # type: ignore[no-untyped-def]
+    from fastapi.testclient import TestClient
+
+    c = TestClient(app, client=(host, 40000))
+    token = csrf(c.get("/login").text)
+    return c.post("/login", data={"username": name, "password": password, "csrf_token": token},
+                  follow_redirects=False)
+
+
+def test_login_is_throttled_per_user_name_across_clients_and_processes(db_url: str) -> None:
+    """Regression: 29 wrong passwords in 10 s from one client, 40 from 8, none refused. The count lives in the
+    database: a second app (another server process) on the same database refuses too."""
+    from emplifai.collect import create_app
+    from tests.collect.fixtures import PASSWORD
+
+    s1 = settings(db_url)  # the defaults: 8 failures per user name, 30 per client, per 10 minutes
+    one, two = create_app(s1), create_app(s1)
+    users(one.state.store, ("w1", "worker"), ("w2", "worker"))
+    for i in range(8):  # eight clients, alternating between the two processes
+        r = _attempt((one, two)[i % 2], "w1", "wrong-password", host=f"203.0.113.{i}")
+        assert r.status_code == 401 and "パスワードが違います" in r.text
+    r = _attempt(two, "W1 ", PASSWORD, host="203.0.113.99")  # even the right password, from a fresh client
+    assert r.status_code == 429 and "しばらくログインできません" in r.text and "分ほど待って" in r.text
+    assert 1 <= int(r.headers["retry-after"]) <= 600
+    assert 'value="W1 "' in r.text  # the typed name is kept
+    assert _attempt(one, "w2", PASSWORD).status_code == 303  # another user name is not affected
+    from emplifai.store.collect import LoginFailure
+
+    with one.state.store.transaction() as s:  # the window slides: old failures stop counting
+        for f in s.query(LoginFailure).all():
+            f.at -= 601
+    assert _attempt(two, "w1", PASSWORD).status_code == 303
+    with one.state.store.open_session() as s:  # a success clears the name; nothing readable is stored
+        keys = [(f.scope, f.key) for f in s.query(LoginFailure).all()]
+        assert all(len(k) == 64 and "w1" not in k and "203.0.113" not in k for _, k in keys)
+    for a in (one, two):
+        a.state.store.dispose()
+
+
+def test_login_is_throttled_per_client(db_url: str) -> None:
+    from emplifai.collect import create_app
+    from tests.collect.fixtures import PASSWORD
+
+    app = create_app(settings(db_url, login_max_per_user=100, login_max_per_client=5))
+    users(app.state.store, ("w1", "worker"))
+    for i in range(5):
+        assert _attempt(app, f"guess{i}", "wrong-password").status_code == 401
+    r = _attempt(app, "w1", PASSWORD)
+    assert r.status_code == 429 and "retry-after" in r.headers
+    assert _attempt(app, "w1", PASSWORD, host="192.0.2.50").status_code == 303  # other clients still sign in
+    app.state.store.dispose()
+
+
+def test_password_checks_run_on_a_bounded_pool_of_their_own() -> None:
+    """Password checks never take the threads that serve pages, and refuse as busy beyond the queue."""
+    import asyncio
+    import threading
+
+    from emplifai.collect.throttle import Busy, HashGate
+
+    gate = HashGate(slots=1, queue=2)
+    release, names = threading.Event(), []
+
+    def slow() -> str:
+        names.append(threading.current_thread().name)
+        release.wait(10)
+        return "ok"
+
+    async def main() -> list:
+        first = asyncio.ensure_future(gate.run(slow))
+        second = asyncio.ensure_future(gate.run(slow))
+        await asyncio.sleep(0)
+        with pytest.raises(Busy):
+            await gate.run(slow)  # a third one waiting is refused at once
+        release.set()
+        return [await first, await second]
+
+    assert asyncio.run(main()) == ["ok", "ok"]
+    assert names and all(n.startswith("emplifai-login") for n in names) and len(set(names)) == 1  # one slot
+    gate.close()

@@ -19,6 +19,7 @@ from emplifai.collect.deps import TEMPLATES, LoginRequired, context_of, format_t
 from emplifai.collect.routes import router
 from emplifai.collect.security import SessionCodec
 from emplifai.collect.settings import Settings
+from emplifai.collect.throttle import HashGate, default_slots
 from emplifai.store.db import Store, resolve_url
 
 HEADERS = [
@@ -58,6 +59,7 @@ def create_app(settings: Settings) -> FastAPI:
     sqlite = app.state.store.engine.dialect.name == "sqlite"
     app.state.writer = ThreadPoolExecutor(1, thread_name_prefix="emplifai-writer") if sqlite else None
     app.state.codec = SessionCodec(settings.secret_key, settings.session_max_age)
+    app.state.login_gate = HashGate(settings.login_hash_slots or default_slots(), settings.login_queue)
     templates = Jinja2Templates(directory=str(TEMPLATES))
     templates.env.globals.update(ROLE_JA={str(k): v for k, v in ROLE_JA.items()}, ja=lambda e: taxonomy.get(e).ja,
                                  label=taxonomy.get, fmt_ts=lambda ts: format_timestamp(ts, settings.time_zone))

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
-from emplifai.collect import accounts
+from emplifai.collect import accounts, throttle
 from emplifai.collect.deps import (
     CSRF,
     redirect,
@@ -15,7 +19,7 @@ from emplifai.collect.deps import (
 from emplifai.collect.routes.common import Anyone, Text, page
 from emplifai.collect.security import new_session
 from emplifai.collect.tx import run_write
-from emplifai.store.collect import Role
+from emplifai.store.collect import Role, User
 
 router = APIRouter()
 
@@ -39,11 +43,44 @@ def login_form(ctx: Anyone) -> Response:
 
 
 @router.post("/login", dependencies=[CSRF])
-def login(ctx: Anyone, username: Text, password: Text) -> Response:
-    with store_of(ctx.request).open_session() as s:
-        user = accounts.authenticate(s, username.strip(), password)
+async def login(ctx: Anyone, username: Text, password: Text) -> Response:
+    """Throttled per user name and client before any password is checked; checks run on their own small pool
+    (collect.throttle), so a login flood cannot take the threads that serve the workers' pages."""
+    request, store, name = ctx.request, store_of(ctx.request), username.strip()
+    settings = request.app.state.settings
+    limits = throttle.Limits(settings.login_window_s, settings.login_max_per_user, settings.login_max_per_client)
+    client = request.client.host if request.client else "unknown"
+    now = time.time()
+
+    def refused() -> int | None:
+        with store.open_session() as s:
+            return throttle.retry_after(s, name, client, now, limits)
+
+    def check() -> User | None:
+        with store.open_session() as s:
+            return accounts.authenticate(s, name, password)
+
+    def after(s: Session, ok: bool) -> None:
+        if ok:
+            throttle.record_success(s, name)
+        else:
+            throttle.record_failure(s, name, client, now, limits)
+
+    wait = await run_in_threadpool(refused)
+    if wait is not None:
+        resp = await run_in_threadpool(page, ctx, "login.html", 429, error=throttle.wait_ja(wait), username=username)
+        resp.headers["retry-after"] = str(wait)
+        return resp
+    try:
+        user = await request.app.state.login_gate.run(check)
+    except throttle.Busy:
+        resp = await run_in_threadpool(page, ctx, "login.html", 503, error=throttle.BUSY_JA, username=username)
+        resp.headers["retry-after"] = "5"
+        return resp
+    await run_in_threadpool(lambda: run_write(store, lambda s: after(s, user is not None)))
     if user is None:
-        return page(ctx, "login.html", 401, error="ユーザー名またはパスワードが違います", username=username)
+        return await run_in_threadpool(page, ctx, "login.html", 401, error="ユーザー名またはパスワードが違います",
+                                       username=username)
     resp = redirect("/")
     set_session(resp, ctx.request, new_session(user.id, user.session_version))  # fresh token: no fixation
     return resp
