@@ -313,3 +313,163 @@ def test_password_checks_run_on_a_bounded_pool_of_their_own() -> None:
     assert asyncio.run(main()) == ["ok", "ok"]
     assert names and all(n.startswith("emplifai-login") for n in names) and len(set(names)) == 1  # one slot
     gate.close()
+
+
+# ------------------------------------------------------------------------------------------- item 8
+@pytest.fixture
+def web(db_url: str):  # type: ignore[no-untyped-def]
+    from fastapi.testclient import TestClient
+
+    from emplifai.collect import create_app
+
+    app = create_app(settings(db_url))
+    users(app.state.store, ("w1", "worker"), ("rev", "reviewer"), ("boss", "lead"))
+    out = {}
+    for name in ("w1", "rev", "boss"):
+        out[name] = TestClient(app)
+        login(out[name], name)
+    out["anon"] = TestClient(app)
+    yield app, out
+    app.state.store.dispose()
+
+
+def _count(store: Store, model) -> int:  # type: ignore[no-untyped-def]
+    from sqlalchemy import func, select
+
+    with store.open_session() as s:
+        return int(s.scalar(select(func.count()).select_from(model)) or 0)
+
+
+def test_a_nul_byte_is_refused_in_japanese_and_the_typed_text_kept(web) -> None:  # type: ignore[no-untyped-def]
+    """Regression: a NUL byte in a situation gave a 500 on PostgreSQL and the worker's text was lost."""
+    from emplifai.store.models import Situation
+
+    app, cl = web
+    cid = campaign(app.state.store, emotions=["Joy"], round1_target=2)
+    loc = _claim_page(cl["w1"], cid)
+    typed = "外来の待合室で、\x00隣の方が声をかけてくれました。\x07"
+    r = post(cl["w1"], f"{loc}/submit", {"situation": typed}, page=loc)
+    assert r.status_code == 400 and "制御文字（U+0000）" in r.text and "9文字目" in r.text
+    assert 'class="err"' in r.text and "外来の待合室で、隣の方が声をかけてくれました。</textarea>" in r.text
+    assert _count(app.state.store, Situation) == 0
+    assert post(cl["w1"], f"{loc}/submit", {"situation": "外来の待合室で、隣の方が声をかけてくれました。"},
+                page=loc).status_code == 303  # the kept text goes through
+    # NUL anywhere else (a reason, a user name, an id in the URL) is a Japanese 400, never a 500
+    claim = loc.rsplit("/", 1)[1]
+    r = post(cl["rev"], f"/review/{claim}/reject", {"reason": "理由\x00"}, page="/review")
+    assert r.status_code == 400 and "理由に使えない制御文字" in r.text and 'class="err"' in r.text
+    r = cl["anon"].post("/login", data={"username": "w1\x00", "password": "x" * 9,
+                                        "csrf_token": csrf(cl["anon"].get("/login").text)})
+    assert r.status_code == 400 and "ユーザー名に使えない制御文字" in r.text
+    assert cl["rev"].get("/synthetic/%00abc").status_code in (400, 404, 405)
+    r = post(cl["rev"], "/synthetic/d%00x/approve", page="/review")
+    assert r.status_code == 400 and "制御文字" in r.text
+    r = cl["rev"].get("/review", params={"kind": "dialogue\x00"})
+    assert r.status_code == 400 and "種類に使えない制御文字" in r.text
+
+
+@pytest.mark.parametrize("body", [
+    "situation=" + "".join(f"%{b:02X}" for b in "外来で声をかけられました".encode("shift_jis")),  # a Shift_JIS page
+    "situation=%E5%A4%96%E6%9D%A5%FF%FE",  # invalid UTF-8 bytes, percent-encoded
+])
+def test_undecodable_text_is_refused_not_stored_as_mojibake(web, body: str) -> None:  # type: ignore[no-untyped-def]
+    from emplifai.store.models import Situation
+
+    app, cl = web
+    cid = campaign(app.state.store, emotions=["Joy"], round1_target=2)
+    loc = _claim_page(cl["w1"], cid)
+    token = csrf(cl["w1"].get(loc).text)
+    r = cl["w1"].post(f"{loc}/submit", content=f"{body}&csrf_token={token}",
+                      headers={"content-type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 400 and "UTF-8 として読めません" in r.text
+    assert _count(app.state.store, Situation) == 0
+
+
+def test_raw_bytes_and_other_charsets_are_refused(web) -> None:  # type: ignore[no-untyped-def]
+    from emplifai.store.collect import User
+
+    app, cl = web
+    token = csrf(cl["boss"].get("/").text)
+    for content, ctype in (
+        (b"name=c9&csrf_token=" + token.encode() + b"&display_name=" + "山田".encode("shift_jis"),
+         "application/x-www-form-urlencoded"),
+        (f"username=x1&password=aaaaaaaaaa&role=worker&csrf_token={token}".encode(),
+         "application/x-www-form-urlencoded; charset=Shift_JIS"),
+    ):
+        r = cl["boss"].post("/admin/users", content=content, headers={"content-type": ctype})
+        assert r.status_code == 400 and "UTF-8" in r.text, r.text[-500:]
+    assert _count(app.state.store, User) == 3
+
+
+def test_huge_or_malformed_ids_are_not_found_and_422_is_japanese(web) -> None:  # type: ignore[no-untyped-def]
+    """Regression: /claims/99999999999999999999999 gave a 500; 422s came back as English JSON."""
+    _, cl = web
+    huge = "9" * 23
+    for who, path in (("w1", f"/claims/{huge}"), ("w1", "/claims/abc"), ("w1", "/claims/0"),
+                      ("rev", f"/review/{huge}"), ("boss", f"/dashboard/{huge}"), ("boss", f"/ledger/{huge}.csv")):
+        r = cl[who].get(path)
+        assert r.status_code == 404 and "見つかりません" in r.text and 'class="err"' in r.text, path
+    r = post(cl["w1"], f"/claims/{huge}/submit", {"situation": "x"}, page="/work")
+    assert r.status_code == 404
+    r = cl["rev"].get("/review", params={"campaign_id": huge})
+    assert r.status_code == 422 and "キャンペーンの値が範囲外です" in r.text and "detail" not in r.text
+    r = post(cl["w1"], "/work/claim", {"campaign_id": huge, "kind": "situation"}, page="/work")
+    assert r.status_code == 422 and "キャンペーン" in r.text and r.headers["content-type"].startswith("text/html")
+    r = post(cl["w1"], "/work/claim", {"kind": "situation"}, page="/work")
+    assert r.status_code == 422 and "キャンペーンを入力してください" in r.text
+    api = cl["w1"].post("/work/claim", data={"kind": "situation", "csrf_token": csrf(cl["w1"].get("/work").text)},
+                        headers={"accept": "application/json"})
+    assert api.status_code == 422 and api.json()["detail"][0]["msg"] == "キャンペーンを入力してください"
+    assert cl["w1"].get("/no-such-page").text.count("ページが見つかりません") >= 1
+
+
+def test_403_and_404_pages_use_the_error_style(web) -> None:  # type: ignore[no-untyped-def]
+    """Regression: 403/404 pages used the green success style (class="msg")."""
+    _, cl = web
+    for r in (cl["w1"].get("/review"), cl["w1"].get("/claims/12345"), cl["rev"].get("/admin")):
+        assert r.status_code in (403, 404)
+        assert 'class="err"' in r.text and 'class="msg"' not in r.text
+
+
+def test_no_english_left_in_the_review_history_and_refusals(web) -> None:  # type: ignore[no-untyped-def]
+    """Regression: `approve`, `status`, `pending` in the review history, "reject needs a reason", and
+    "会話1・consistency" on the rating page."""
+    import re
+
+    from emplifai.collect.campaigns import get_campaign
+    from emplifai.collect.rating import create_rating_tasks
+    from tests.collect.fixtures import rating_sample
+
+    app, cl = web
+    store = app.state.store
+    cid = campaign(store, emotions=["Joy"], round1_target=2)
+    loc = _claim_page(cl["w1"], cid)
+    post(cl["w1"], f"{loc}/submit", {"situation": "診察のあと、看護師さんが話を聞いてくれました。"}, page=loc)
+    claim = loc.rsplit("/", 1)[1]
+    assert post(cl["rev"], f"/review/{claim}/approve", page="/review").status_code == 303
+    page = cl["rev"].get(f"/review/{claim}").text
+    history = page[page.index("審査履歴"):]
+    assert "<td>承認</td>" in history and "<td>状態</td>" in history and "審査待ち" in history
+    assert not re.search(r">\s*(approve|status|pending|approved)\s*<", history)
+    assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d JST", history)  # in the campaign's time zone, labelled
+    # a synthetic item rejected without a reason: Japanese, not "reject needs a reason"
+    from emplifai.records import Source, Status
+    from emplifai.store.models import Dialogue, Situation
+
+    with store.transaction() as s:
+        s.add(Situation(id="syn-s1", emotion="Joy", text="状況", source=Source.SYNTHETIC, status=Status.PENDING,
+                        meta={}))
+        s.add(Dialogue(id="syn-d1", situation_id="syn-s1", patient="患者", supporter="支援者",
+                       source=Source.SYNTHETIC, status=Status.PENDING, meta={}))
+    r = post(cl["rev"], "/synthetic/syn-d1/reject", page="/synthetic")
+    assert r.status_code == 400 and "却下の理由を入力してください" in r.text and "needs a reason" not in r.text
+    r = post(cl["rev"], "/synthetic/nope/approve", page="/synthetic")
+    assert "会話 nope が見つかりません" in r.text and "no dialogue" not in r.text
+    # a rating form with a missing score names the metric in Japanese
+    rating_sample(store, 10)
+    with store.transaction() as s:
+        create_rating_tasks(s, get_campaign(s, cid), "default", "human")
+    rloc = _claim_page(cl["w1"], cid, "rating")
+    r = post(cl["w1"], f"{rloc}/submit", {}, page=rloc)
+    assert r.status_code == 400 and "会話1の「" in r.text and "・comprehensibility" not in r.text
+    assert not re.search(r"会話\d・[a-z_]+", r.text)

@@ -32,8 +32,10 @@ from typing import Any
 from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
+from emplifai.collect.inputs import check_text
 from emplifai.collect.tx import is_sqlite, run_write
 from emplifai.errors import UserError
+from emplifai.evaluate import rubrics
 from emplifai.evaluate.rubrics import METRICS
 from emplifai.records import MAX_SITUATION_CHARS, MAX_TURN_CHARS, Kind, Source, Status
 from emplifai.store.collect import Campaign, Claim, ClaimStatus, Task, User
@@ -216,6 +218,7 @@ def release(store: Store, claim_id: int, worker_id: int) -> None:
 
 def _text(form: dict[str, Any], key: str, label: str, limit: int) -> str:
     value = str(form.get(key) or "").replace("\r\n", "\n").strip()
+    check_text(key, value)  # NUL and other control characters, undecodable bytes
     if not value:
         raise UserError(f"{label}を入力してください")
     if len(value) > limit:
@@ -231,7 +234,8 @@ def _scores(task: Task, form: dict[str, Any]) -> dict[str, dict[str, int]]:
         for m in METRICS:
             raw = str(form.get(f"score_{gid}_{m}") or "")
             if raw not in {"1", "2", "3", "4", "5"}:
-                raise UserError(f"すべての会話のすべての項目を1〜5で評価してください（会話{item['position']}・{m}）")
+                raise UserError(f"すべての会話のすべての項目を1〜5で評価してください"
+                                f"（会話{item['position']}の「{rubrics.label(m)}」）")
             out[gid][m] = int(raw)
     return out
 

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from emplifai.collect.assign import Conflict, NotFound
 from emplifai.collect.campaigns import ensure_round2_task, pay_rate, rejection_state
+from emplifai.collect.inputs import check_text, field_ja
 from emplifai.collect.tx import is_sqlite, run_write
 from emplifai.dataset.review import NotAllowed, Rule, check
 from emplifai.errors import UserError
@@ -176,6 +177,8 @@ def flag(store: Store, claim_id: int, reviewer: User, reason: str) -> Claim:
 def modify(store: Store, claim_id: int, reviewer: User, fields: dict[str, str], reason: str | None) -> Claim:
     """Edit the text; the history keeps before and after for each changed field."""
     clean = {k: (v or "").replace("\r\n", "\n").strip() for k, v in fields.items() if v is not None}
+    for k, v in clean.items():
+        check_text(k, v)  # NUL and other control characters, undecodable bytes
 
     def work(s: Session) -> Claim:
         c, _, _ = _load(s, claim_id)
@@ -184,7 +187,7 @@ def modify(store: Store, claim_id: int, reviewer: User, fields: dict[str, str], 
         if c.kind == Kind.DIALOGUE:
             for k in ("patient", "supporter"):
                 if len(clean.get(k, "")) > MAX_TURN_CHARS:
-                    raise UserError(f"{k} は{MAX_TURN_CHARS}文字以内にしてください")
+                    raise UserError(f"{field_ja(k)}は{MAX_TURN_CHARS}文字以内にしてください")
             repo.modify_dialogue(s, c.entity_id or "", actor=reviewer.username, patient=clean.get("patient"),
                                  supporter=clean.get("supporter"), reason=reason or None)
         elif c.kind == Kind.SITUATION:
