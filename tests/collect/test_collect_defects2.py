@@ -473,3 +473,19 @@ def test_no_english_left_in_the_review_history_and_refusals(web) -> None:  # typ
     r = post(cl["w1"], f"{rloc}/submit", {}, page=rloc)
     assert r.status_code == 400 and "会話1の「" in r.text and "・comprehensibility" not in r.text
     assert not re.search(r"会話\d・[a-z_]+", r.text)
+
+
+def test_a_concurrent_burst_of_wrong_passwords_cannot_pass_the_limit(db_url: str) -> None:
+    """Attempts count from the moment they are let through: 16 at once against a limit of 8 get exactly 8
+    password checks, the rest are refused (SQLite's write lock, PostgreSQL advisory locks)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from emplifai.collect import create_app
+
+    app = create_app(settings(db_url))
+    users(app.state.store, ("w1", "worker"))
+    with ThreadPoolExecutor(16) as pool:
+        codes = sorted(pool.map(lambda i: _attempt(app, "w1", "wrong-password", host=f"192.0.2.{i}").status_code,
+                                range(16)))
+    assert codes == [401] * 8 + [429] * 8
+    app.state.store.dispose()

@@ -2,9 +2,10 @@
 
 Throttling: failed sign-ins are counted in a sliding window per user name and per client address, in the
 database (``collect_login_failures``) so that every server process sees the same counts. Over the limit, a
-sign-in is refused before any password is checked, with a Japanese message and ``Retry-After``. Only real
-failures are counted (a refused attempt is not), so a locked name opens again when its window has passed; a
-successful sign-in clears the name's failures.
+sign-in is refused before any password is checked, with a Japanese message and ``Retry-After``. An attempt
+counts as failed from the moment it is let through (so a concurrent burst cannot pass the limit) until its
+password proves right; a refused attempt does not count, so a locked name opens again when its window has
+passed; a successful sign-in clears the name's failures.
 
 Hashing: argon2 is deliberately slow and memory-hungry. Password checks run on a small pool of their own, never
 on the threads that serve the workers' pages, and when too many wait the sign-in is refused as busy: a login
@@ -25,9 +26,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.orm import Session
 
+from emplifai.collect.tx import is_sqlite
 from emplifai.store.collect import LoginFailure
 
 T = TypeVar("T")
@@ -61,14 +63,34 @@ def retry_after(s: Session, username: str, client: str, now: float, limits: Limi
     return max(1, math.ceil(wait)) if wait > 0 else None
 
 
-def record_failure(s: Session, username: str, client: str, now: float, limits: Limits) -> None:
-    s.add_all([LoginFailure(scope=scope, key=key, at=now) for scope, key, _ in _keys(username, client, limits)])
+def begin(s: Session, username: str, client: str, now: float, limits: Limits) -> tuple[int | None, list[int]]:
+    """In one write transaction: (seconds to wait, []) when over the limit, else (None, ids of the failure
+    rows recorded for this attempt). Counting the attempt as failed *before* its password is checked means
+    concurrent attempts see each other, so a burst cannot slip past the limit; a success takes it back."""
+    keys = _keys(username, client, limits)
+    if not is_sqlite(s):  # SQLite's write lock already serialises this; on PostgreSQL lock the two keys
+        for _, key, _ in sorted(keys, key=lambda k: k[1]):
+            s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": int(key[:15], 16)})
+    wait = retry_after(s, username, client, now, limits)
+    if wait is not None:
+        return wait, []
+    rows = [LoginFailure(scope=scope, key=key, at=now) for scope, key, _ in keys]
+    s.add_all(rows)
     s.execute(delete(LoginFailure).where(LoginFailure.at <= now - limits.window_s))  # the window slides on
+    s.flush()
+    return None, [r.id for r in rows]
 
 
-def record_success(s: Session, username: str) -> None:
-    s.execute(delete(LoginFailure).where(LoginFailure.scope == "user",
-                                         LoginFailure.key == _digest("user", username)))
+def cancel(s: Session, attempt: list[int]) -> None:
+    """Take back an attempt whose password was never checked (refused as busy)."""
+    s.execute(delete(LoginFailure).where(LoginFailure.id.in_(attempt)))
+
+
+def succeeded(s: Session, username: str, attempt: list[int]) -> None:
+    """A successful sign-in clears the name's failures and takes back its own attempt's client row."""
+    s.execute(delete(LoginFailure).where(
+        (LoginFailure.id.in_(attempt)) | ((LoginFailure.scope == "user")
+                                          & (LoginFailure.key == _digest("user", username)))))
 
 
 def wait_ja(seconds: int) -> str:

@@ -6,7 +6,6 @@ import time
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from emplifai.collect import accounts, throttle
@@ -52,35 +51,33 @@ async def login(ctx: Anyone, username: Text, password: Text) -> Response:
     client = request.client.host if request.client else "unknown"
     now = time.time()
 
-    def refused() -> int | None:
-        with store.open_session() as s:
-            return throttle.retry_after(s, name, client, now, limits)
-
     def check() -> User | None:
         with store.open_session() as s:
             return accounts.authenticate(s, name, password)
 
-    def after(s: Session, ok: bool) -> None:
-        if ok:
-            throttle.record_success(s, name)
-        else:
-            throttle.record_failure(s, name, client, now, limits)
+    def over_limit() -> int | None:  # read only: a refused flood never takes the database's write lock
+        with store.open_session() as s:
+            return throttle.retry_after(s, name, client, now, limits)
 
-    wait = await run_in_threadpool(refused)
+    wait, attempt = await run_in_threadpool(over_limit), []
+    if wait is None:
+        wait, attempt = await run_in_threadpool(
+            lambda: run_write(store, lambda s: throttle.begin(s, name, client, now, limits)))
     if wait is not None:
         resp = await run_in_threadpool(page, ctx, "login.html", 429, error=throttle.wait_ja(wait), username=username)
         resp.headers["retry-after"] = str(wait)
         return resp
     try:
         user = await request.app.state.login_gate.run(check)
-    except throttle.Busy:
+    except throttle.Busy:  # not checked, so not a failure either
+        await run_in_threadpool(lambda: run_write(store, lambda s: throttle.cancel(s, attempt)))
         resp = await run_in_threadpool(page, ctx, "login.html", 503, error=throttle.BUSY_JA, username=username)
         resp.headers["retry-after"] = "5"
         return resp
-    await run_in_threadpool(lambda: run_write(store, lambda s: after(s, user is not None)))
-    if user is None:
+    if user is None:  # the attempt stays recorded as a failure
         return await run_in_threadpool(page, ctx, "login.html", 401, error="ユーザー名またはパスワードが違います",
                                        username=username)
+    await run_in_threadpool(lambda: run_write(store, lambda s: throttle.succeeded(s, name, attempt)))
     resp = redirect("/")
     set_session(resp, ctx.request, new_session(user.id, user.session_version))  # fresh token: no fixation
     return resp
