@@ -29,6 +29,7 @@ from emplifai.evaluate.rubrics import METRICS
 from emplifai.prompts import judge as jp
 from emplifai.prompts.generation import format_dialogue
 from emplifai.provenance import dist_version, json_digest
+from emplifai.records import Kind
 from emplifai.store.db import Store
 from emplifai.store.evaluation import Generation, Rating
 from emplifai.store.models import Situation
@@ -275,7 +276,7 @@ def left_out(store: Store, sample: str, source: str) -> dict[str, Any]:
 
     with store.open_session() as s:
         rows = s.execute(select(Claim.status, Claim.answer, Task.payload).join(Task, Task.id == Claim.task_id).where(
-            Claim.kind == "rating", Claim.status.in_([ClaimStatus.PENDING, ClaimStatus.REJECTED,
+            Claim.kind == Kind.RATING, Claim.status.in_([ClaimStatus.PENDING, ClaimStatus.REJECTED,
                                                       ClaimStatus.REMOVED]))).all()
     out = {str(st): {"claims": 0, "scores": 0} for st in (ClaimStatus.PENDING, ClaimStatus.REJECTED,
                                                           ClaimStatus.REMOVED)}
