@@ -93,7 +93,11 @@ def test_campaign_end_to_end(browser, server, tmp_path: Path) -> None:  # type: 
     rev.get_by_role("button", name="承認する").click()
     assert "承認しました" in rev.content()
 
-    worker.goto("/work")
+    worker.goto("/work")  # nobody writes the dialogue for their own situation (issue 12 item 4)
+    worker.get_by_role("button", name="会話を書く（第2ラウンド）").click()
+    assert "いま取り組めるタスクはありません" in worker.content()
+    users(store, ("worker2", "worker"))
+    worker = _login(browser, url, "worker2")
     worker.get_by_role("button", name="会話を書く（第2ラウンド）").click()
     body = worker.content()
     assert "主治医から「もう通院しなくて大丈夫」" in body and "喜び" in body  # Figure 1: situation + emotion
@@ -128,10 +132,11 @@ def test_campaign_end_to_end(browser, server, tmp_path: Path) -> None:  # type: 
     with boss.expect_download() as dl:
         boss.get_by_role("link", name="報酬台帳（CSV）").click()
     assert Path(dl.value.path()).read_text(encoding="utf-8-sig").splitlines() == [  # the file starts with a BOM
-        "username,platform_id,display_name,situations,dialogues,ratings,amount_yen", "worker1,,worker1,1,1,0,60"]
+        "username,platform_id,display_name,situations,dialogues,ratings,amount_yen", "worker1,,worker1,1,0,0,10",
+        "worker2,,worker2,0,1,0,50"]
     with store.open_session() as s:
         d = s.scalar(select(Dialogue))
-        assert d.status == "approved" and d.author == "worker1"
+        assert d.status == "approved" and d.author == "worker2"
         assert [e.action for e in s.scalars(select(ReviewEvent).where(ReviewEvent.entity == "dialogue")
                                             .order_by(ReviewEvent.id))] == ["modify", "flag", "keep"]
 
@@ -156,6 +161,13 @@ def test_rating_task_in_browser(browser, server, tmp_path: Path) -> None:  # typ
     _shot(page, tmp_path, "rating_form")
     page.get_by_role("button", name="提出する").click()
     assert "提出しました" in page.content()
+    with store.open_session() as s:
+        assert s.scalars(select(Rating)).all() == []  # counted only once a reviewer approves them
+    rev = _login(browser, url, "rev")
+    rev.goto("/review")
+    rev.locator("a[href^='/review/']").first.click()
+    rev.get_by_role("button", name="承認する").click()
+    assert "承認しました" in rev.content()
     with store.open_session() as s:
         rows = s.scalars(select(Rating)).all()
     assert len(rows) == 70 and {r.score for r in rows} == {4} and {r.metric for r in rows} == set(METRICS)

@@ -190,6 +190,10 @@ def test_rating_task_writes_ratings(app) -> None:  # type: ignore[no-untyped-def
     r = post(w1, f"{loc}/submit", form, page=loc)
     assert r.status_code == 303, r.text[-3000:]
     with store.open_session() as s:
+        assert s.scalars(select(Rating)).all() == []  # pending review: not counted yet
+    claim_id = loc.rsplit("/", 1)[1]
+    assert post(client(app, "rev"), f"/review/{claim_id}/approve", page=f"/review/{claim_id}").status_code == 303
+    with store.open_session() as s:
         rows = s.scalars(select(Rating).order_by(Rating.generation_id, Rating.metric)).all()
     group = 1 if shown == gens[:10] else 2
     assert len(rows) == 70 and {r.origin for r in rows} == {"web"} and {r.group_no for r in rows} == {group}

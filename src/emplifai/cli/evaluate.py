@@ -203,6 +203,10 @@ def _print_summary(sm: dict) -> None:
         t.add_row(label(m), str(v["items"]), f"{v['mean']:.2f}", *(num(v[k], 3)
                                                                     for k in ("alpha_ordinal", "icc1", "icc1k")))
     console.print(t)
+    from emplifai.evaluate.ratings import left_out_note
+
+    if note := left_out_note(sm.get("left_out")):
+        console.print(note)
 
 
 @ratings_app.command("summary")

@@ -1,8 +1,16 @@
 """Assignment: atomic claims with expiring leases, release, and submission.
 
 Choosing work (paper 3.3: randomised to reduce fatigue, balanced labels, a pair disabled once full):
-among the worker's eligible buckets (open, not full, never done by this worker) take those furthest from their
-target, prefer an emotion other than the worker's previous one, then pick at random.
+among the worker's eligible buckets (open, not full, never done by this worker, and in round 2 never a situation
+the worker wrote: nobody writes the dialogue for their own situation) take those furthest from their target,
+prefer an emotion other than the worker's previous one, then pick at random.
+
+No re-rolling: releasing a lease gives its slot back to the pool at once, but not the worker's choice. Until the
+released lease would have expired, the worker's next claim of that kind hands back the same task (while it still
+has room), so release-and-reclaim cannot be repeated until the emotion one wants comes up. A campaign wants this
+because the hard emotions (Grief, Fear) would otherwise be skipped by everyone and fill last, from the few workers
+who did not skip them; a worker who truly cannot write one waits out the lease, the same cost as letting it
+expire. Deterministic per-worker picks were not enough: the pool changes between claims, so the pick would too.
 
 Taking the slot is one conditional statement, ``UPDATE collect_tasks SET filled = filled + 1 WHERE id = :id AND
 filled < target``: on PostgreSQL the row lock makes a concurrent claimer re-check the condition after the first
@@ -24,9 +32,11 @@ from typing import Any
 from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
+from emplifai.collect.inputs import check_text
 from emplifai.collect.reconcile import new_code
 from emplifai.collect.tx import is_sqlite, run_write
 from emplifai.errors import UserError
+from emplifai.evaluate import rubrics
 from emplifai.evaluate.rubrics import METRICS
 from emplifai.records import MAX_SITUATION_CHARS, MAX_TURN_CHARS, Kind, Source, Status
 from emplifai.store.collect import Campaign, Claim, ClaimStatus, Task, User
@@ -41,6 +51,19 @@ class NotFound(UserError):
 
 class Conflict(UserError):
     """The request cannot be applied in the claim's current state."""
+
+
+class LateWork(Conflict):
+    """The lease ran out and its slot went to someone else: the work could not be accepted. It is kept on the
+    claim (``Claim.answer``) and handed back here, so the page can show the worker what they wrote."""
+
+    def __init__(self, message: str, answer: dict[str, Any]):
+        super().__init__(message)
+        self.answer = answer
+
+
+LATE_JA = ("作業時間が過ぎ、この枠は他の方に割り当てられたため、提出を受け付けられませんでした。"
+           "書いた内容は消えていません。下に表示していますので、コピーして保存してください。")
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,10 +97,24 @@ _HELD = select(_C.c.id, _C.c.task_id).where(
     _C.c.status == ClaimStatus.LEASED).limit(1)
 _DONE = select(_C.c.task_id).where(_C.c.worker_id == bindparam("w"), _C.c.campaign_id == bindparam("c"),
                                    _C.c.live == 1)
-_OPEN = select(_T.c.id, _T.c.emotion, _T.c.target, _T.c.filled).where(
-    _T.c.campaign_id == bindparam("c"), _T.c.kind == bindparam("k"), _T.c.enabled.is_(True),
-    _T.c.filled < _T.c.target, _T.c.id.not_in(_DONE)
-).order_by((_T.c.target - _T.c.filled).desc(), func.random()).limit(64)  # the neediest, ties in random order
+# Situations the worker wrote (any campaign, any outcome). Only round-2 tasks are filtered by it: their
+# situation_id is never NULL, and NOT IN over a NULL column would drop round-1 and rating tasks altogether.
+_OWN_SITUATIONS = select(_C.c.entity_id).where(_C.c.worker_id == bindparam("w"), _C.c.kind == Kind.SITUATION,
+                                               _C.c.entity_id.is_not(None))
+_OPEN_WHERE = (_T.c.campaign_id == bindparam("c"), _T.c.kind == bindparam("k"), _T.c.enabled.is_(True),
+               _T.c.filled < _T.c.target, _T.c.id.not_in(_DONE))
+_NEEDIEST = ((_T.c.target - _T.c.filled).desc(), func.random())  # the neediest, ties in random order
+_OPEN = {
+    kind: select(_T.c.id, _T.c.emotion, _T.c.target, _T.c.filled).where(
+        *_OPEN_WHERE, *((_T.c.situation_id.not_in(_OWN_SITUATIONS),) if kind == Kind.DIALOGUE else ()))
+    .order_by(*_NEEDIEST).limit(64)
+    for kind in Kind
+}
+# The task of the worker's latest released lease that would still be running (see "No re-rolling" above).
+_PINNED = (select(_C.c.task_id).where(
+    _C.c.worker_id == bindparam("w"), _C.c.campaign_id == bindparam("c"), _C.c.kind == bindparam("k"),
+    _C.c.status == ClaimStatus.RELEASED, _C.c.expires_at > bindparam("now"), _C.c.task_id.not_in(_DONE))
+    .order_by(_C.c.id.desc()).limit(1))
 _LAST = (select(_T.c.emotion).join(_C, _C.c.task_id == _T.c.id)
          .where(_C.c.worker_id == bindparam("w"), _C.c.campaign_id == bindparam("c"))
          .order_by(_C.c.id.desc()).limit(1))
@@ -113,7 +150,18 @@ def _claim(s: Session, campaign_id: int, lease_seconds: int, worker_id: int, kin
         return Claimed(held.id, held.task_id, reused=True)
     if quota is not None and conn.execute(_TAKEN, key).scalar_one() >= quota:  # under the worker's row lock
         raise Conflict(f"このキャンペーンで受けられるタスクの上限（{quota}件）に達しました。ありがとうございました")
-    candidates = list(conn.execute(_OPEN, key).all())  # open, not full, never done by this worker
+
+    def lease(task_id: int) -> Claimed:
+        cid = conn.execute(_INSERT, {
+            "campaign_id": campaign_id, "task_id": task_id, "worker_id": worker_id, "kind": kind,
+            "status": ClaimStatus.LEASED, "live": 1, "leased_at": now, "expires_at": now + lease_seconds,
+        }).scalar_one()
+        return Claimed(cid, task_id, reused=False)
+
+    pinned = conn.execute(_PINNED, {**key, "now": now}).scalar()
+    if pinned is not None and _take_slot(s, pinned):  # released a moment ago: the same task again
+        return lease(pinned)
+    candidates = list(conn.execute(_OPEN[Kind(kind)], key).all())  # open, not full, not done, not own
     if not candidates:
         return None
     last = conn.execute(_LAST, key).scalar()
@@ -122,11 +170,7 @@ def _claim(s: Session, campaign_id: int, lease_seconds: int, worker_id: int, kin
         top = [t for t in candidates if t.target - t.filled == need]
         pick = rng.choice([t for t in top if t.emotion != last] or top)
         if _take_slot(s, pick.id):
-            cid = conn.execute(_INSERT, {
-                "campaign_id": campaign_id, "task_id": pick.id, "worker_id": worker_id, "kind": kind,
-                "status": ClaimStatus.LEASED, "live": 1, "leased_at": now, "expires_at": now + lease_seconds,
-            }).scalar_one()
-            return Claimed(cid, pick.id, reused=False)
+            return lease(pick.id)
         candidates.remove(pick)  # a concurrent claimer filled it first (PostgreSQL only)
     return None
 
@@ -194,6 +238,7 @@ def release_all(s: Session, worker_id: int) -> int:
 
 def _text(form: dict[str, Any], key: str, label: str, limit: int) -> str:
     value = str(form.get(key) or "").replace("\r\n", "\n").strip()
+    check_text(key, value)  # NUL and other control characters, undecodable bytes
     if not value:
         raise UserError(f"{label}を入力してください")
     if len(value) > limit:
@@ -209,7 +254,8 @@ def _scores(task: Task, form: dict[str, Any]) -> dict[str, dict[str, int]]:
         for m in METRICS:
             raw = str(form.get(f"score_{gid}_{m}") or "")
             if raw not in {"1", "2", "3", "4", "5"}:
-                raise UserError(f"すべての会話のすべての項目を1〜5で評価してください（会話{item['position']}・{m}）")
+                raise UserError(f"すべての会話のすべての項目を1〜5で評価してください"
+                                f"（会話{item['position']}の「{rubrics.label(m)}」）")
             out[gid][m] = int(raw)
     return out
 
@@ -224,20 +270,38 @@ def validate(task: Task, form: dict[str, Any]) -> dict[str, Any]:
     return {"scores": _scores(task, form)}
 
 
+def _late(s: Session, c: Claim, task: Task) -> Claim | None:
+    """Work submitted under a swept (expired or released) lease: the claim it can still be filed under, or None.
+
+    The worker's own new lease on the same task takes it (opened again in another tab); otherwise the old claim
+    is revived if the bucket still has room. Never a second live claim, never past the target."""
+    live = s.scalar(select(Claim).where(Claim.task_id == task.id, Claim.worker_id == c.worker_id, Claim.live == 1))
+    if live is not None:
+        return live if live.status == ClaimStatus.LEASED else None
+    if not _take_slot(s, task.id):
+        return None
+    c.live = 1
+    return c
+
+
 def submit(store: Store, claim_id: int, worker_id: int, form: dict[str, Any], *, now: float | None = None) -> Claim:
-    """Store the work done under a lease: a pending Situation (round 1), Dialogue (round 2) or ratings."""
+    """Store the work done under a lease: a pending Situation (round 1), Dialogue (round 2) or rating answer.
+
+    Late work is never dropped: if the lease was swept it is filed as a new submission when the bucket still has
+    room; otherwise it stays on the claim and :class:`LateWork` carries it back to the worker."""
     now = time.time() if now is None else now
 
-    def work(s: Session) -> Claim:
+    def work(s: Session) -> Claim | dict[str, Any]:
         c = _own_claim(s, claim_id, worker_id)
         task = s.get(Task, c.task_id)
         assert task is not None
         answer = validate(task, form)
         if c.status in (ClaimStatus.EXPIRED, ClaimStatus.RELEASED):
-            # The lease was swept: accept the work only if the bucket still has room for it.
-            if not _take_slot(s, task.id):
-                raise Conflict("期限が切れ、この枠は他の方に割り当てられました。新しいタスクを取得してください")
-            c.live = 1
+            filed = _late(s, c, task)
+            if filed is None:
+                c.answer = answer  # committed: the text survives even though the work was not accepted
+                return answer
+            c = filed
         elif c.status != ClaimStatus.LEASED:
             raise Conflict("このタスクはすでに提出済みです")
         camp = s.get(Campaign, c.campaign_id)
@@ -257,15 +321,18 @@ def submit(store: Store, claim_id: int, worker_id: int, form: dict[str, Any], *,
                          author=user.username, meta=meta)
             s.add(d)
             c.entity_id = d.id
-        else:
-            for gid, per in answer["scores"].items():
-                for metric, score in per.items():
-                    s.add(Rating(generation_id=int(gid), rater=user.username, metric=metric, score=score,
-                                 group_no=task.group_no, origin="web", file=None, line=None))
+        elif s.scalar(select(Rating.id).where(Rating.rater == user.username, Rating.generation_id.in_(
+                [int(g) for g in answer["scores"]])).limit(1)) is not None:
+            raise Conflict("この会話はすでにあなたが評価しています")
+        # Ratings wait in the claim's answer: they enter the ``ratings`` table (and the analysis) only when a
+        # reviewer approves them (collect.review.approve).
         c.answer = answer
         c.status, c.submitted_at = ClaimStatus.PENDING, now
         c.completion_code = new_code()
         s.flush()
         return c
 
-    return run_write(store, work)
+    out = run_write(store, work)
+    if not isinstance(out, Claim):
+        raise LateWork(LATE_JA, out)
+    return out

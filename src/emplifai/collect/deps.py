@@ -21,6 +21,7 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from emplifai.collect import inputs
 from emplifai.collect.security import COOKIE, SessionCodec, SessionData, csrf_ok, new_session
 from emplifai.collect.settings import Settings
 from emplifai.store.collect import Role, User
@@ -109,13 +110,41 @@ def anonymous(request: Request) -> Ctx:
     return context_of(request)
 
 
+def url_guard(request: Request) -> None:
+    """Every route: path and query values must be UTF-8 without control characters (a NUL in an id reached
+    PostgreSQL, which answered with a 500)."""
+    try:
+        for key, value in [*request.path_params.items(), *request.query_params.multi_items()]:
+            if isinstance(value, str):
+                inputs.check_text(key, value)
+    except inputs.BadText as exc:
+        raise HTTPException(400, str(exc)) from None
+
+
+# Long texts whose routes check them and show the form again with what was typed (assign.validate, review.modify).
+FREE_TEXT = frozenset({"situation", "patient", "supporter"})
+
+
 async def csrf(request: Request) -> None:
-    """Dependency for every state-changing request: the form must echo the session's CSRF token."""
+    """Dependency for every state-changing request: the form must echo the session's CSRF token, be UTF-8
+    and hold no control characters (collect.inputs)."""
+    try:
+        inputs.check_charset(request.headers.get("content-type", ""))
+    except inputs.BadText as exc:
+        raise HTTPException(400, str(exc)) from None
     form = await request.form()
+    if request.scope.get(inputs.RAW_BYTES):  # set by app.RawBytes while the body was read
+        raise HTTPException(400, inputs.ENCODING_JA)
     token = form.get("csrf_token")
     sess = codec_of(request).loads(request.cookies.get(COOKIE))
     if not csrf_ok(sess, token if isinstance(token, str) else None):
         raise HTTPException(403, "フォームの有効期限が切れたか、不正な送信です（CSRF）。ページを開き直してください")
+    try:
+        for key, value in form.multi_items():
+            if isinstance(value, str) and key not in FREE_TEXT:
+                inputs.check_text(key, value)
+    except inputs.BadText as exc:
+        raise HTTPException(400, str(exc)) from None
 
 
 CSRF = Depends(csrf)

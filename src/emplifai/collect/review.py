@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from emplifai.collect.assign import Conflict, NotFound
 from emplifai.collect.campaigns import ensure_round2_task, pay_rate, rejection_state
+from emplifai.collect.inputs import check_text, field_ja
 from emplifai.collect.tx import is_sqlite, run_write
 from emplifai.dataset.review import NotAllowed, Rule, check
 from emplifai.errors import UserError
@@ -89,15 +90,41 @@ def _close_round2(s: Session, c: Claim, camp: Campaign) -> None:
                                                 Task.situation_id == c.entity_id).values(enabled=False))
 
 
+def _count_ratings(s: Session, c: Claim, task: Task) -> None:
+    """An approved rating claim's scores enter the ``ratings`` table: only approved ratings reach the analysis
+    (``ratings summary``, ``agree``, Table 5), which reports the pending ones it left out."""
+    if c.kind != Kind.RATING:
+        return
+    user = s.get(User, c.worker_id)
+    assert user is not None
+    scores = (c.answer or {}).get("scores", {})
+    if s.scalar(select(Rating.id).where(Rating.rater == user.username, Rating.generation_id.in_(
+            [int(g) for g in scores])).limit(1)) is not None:
+        raise Conflict(f"{user.username} の評価はすでに登録されています（評価シートから取り込まれた可能性があります）")
+    for gid, per in scores.items():
+        for metric, score in per.items():
+            s.add(Rating(generation_id=int(gid), rater=user.username, metric=metric, score=int(score),
+                         group_no=task.group_no, origin="web", file=None, line=None))
+
+
+def _uncount_ratings(s: Session, c: Claim) -> None:
+    """A rejected or removed rating claim's scores leave the analysis (a pending one has none there yet)."""
+    if c.kind == Kind.RATING and c.status == ClaimStatus.APPROVED:
+        user = s.get(User, c.worker_id)
+        gids = [int(g) for g in (c.answer or {}).get("scores", {})]
+        s.execute(delete(Rating).where(Rating.rater == user.username, Rating.generation_id.in_(gids)))  # type: ignore[union-attr]
+
+
 def _decide(c: Claim, reviewer: User, status: ClaimStatus, reason: str | None) -> None:
     c.status, c.reviewer_id, c.reviewed_at, c.reason = status, reviewer.id, time.time(), reason
 
 
 def approve(store: Store, claim_id: int, reviewer: User) -> Claim:
     def work(s: Session) -> Claim:
-        c, camp, _ = _load(s, claim_id)
+        c, camp, task = _load(s, claim_id)
         rule = _rule(c, Action.APPROVE, reviewer, None)
         _entity_status(s, c, rule.result, reviewer.username, Action.APPROVE, None)
+        _count_ratings(s, c, task)
         _decide(c, reviewer, ClaimStatus.APPROVED, None)
         _pay(s, c, camp)
         _promote(s, c, camp)
@@ -121,10 +148,7 @@ def reject(store: Store, claim_id: int, reviewer: User, reason: str) -> Claim:
             raise Conflict(f"却下の上限（提出 {submitted} 件の {camp.rejection_cap:.0%}）に達しています："
                            f"すでに {rejected} 件を却下しました")
         _entity_status(s, c, rule.result, reviewer.username, Action.REJECT, reason)
-        if c.kind == Kind.RATING:
-            user = s.get(User, c.worker_id)
-            gids = [int(g) for g in (c.answer or {}).get("scores", {})]
-            s.execute(delete(Rating).where(Rating.rater == user.username, Rating.generation_id.in_(gids)))  # type: ignore[union-attr]
+        _uncount_ratings(s, c)
         _decide(c, reviewer, ClaimStatus.REJECTED, reason)
         s.execute(Task.__table__.update().where(Task.id == c.task_id).values(filled=Task.filled - 1))
         return c
@@ -153,6 +177,8 @@ def flag(store: Store, claim_id: int, reviewer: User, reason: str) -> Claim:
 def modify(store: Store, claim_id: int, reviewer: User, fields: dict[str, str], reason: str | None) -> Claim:
     """Edit the text; the history keeps before and after for each changed field."""
     clean = {k: (v or "").replace("\r\n", "\n").strip() for k, v in fields.items() if v is not None}
+    for k, v in clean.items():
+        check_text(k, v)  # NUL and other control characters, undecodable bytes
 
     def work(s: Session) -> Claim:
         c, _, _ = _load(s, claim_id)
@@ -161,7 +187,7 @@ def modify(store: Store, claim_id: int, reviewer: User, fields: dict[str, str], 
         if c.kind == Kind.DIALOGUE:
             for k in ("patient", "supporter"):
                 if len(clean.get(k, "")) > MAX_TURN_CHARS:
-                    raise UserError(f"{k} は{MAX_TURN_CHARS}文字以内にしてください")
+                    raise UserError(f"{field_ja(k)}は{MAX_TURN_CHARS}文字以内にしてください")
             repo.modify_dialogue(s, c.entity_id or "", actor=reviewer.username, patient=clean.get("patient"),
                                  supporter=clean.get("supporter"), reason=reason or None)
         elif c.kind == Kind.SITUATION:
@@ -199,6 +225,7 @@ def remove(store: Store, claim_id: int, lead: User, reason: str | None = None) -
         rule = _rule(c, Action.REMOVE, lead, reason)
         _entity_status(s, c, rule.result, lead.username, Action.REMOVE, reason or None)
         _close_round2(s, c, camp)
+        _uncount_ratings(s, c)
         _decide(c, lead, ClaimStatus.REMOVED, reason or None)
         s.execute(Task.__table__.update().where(Task.id == c.task_id).values(filled=Task.filled - 1))
         return c

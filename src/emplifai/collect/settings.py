@@ -26,6 +26,13 @@ class Settings(BaseModel):
     time_zone: str = Field("Asia/Tokyo", description="Time zone every page shows times in; EMPLIFAI_TIME_ZONE.")
     public_url: str | None = Field(None, description="Base of invite links (https://…); EMPLIFAI_PUBLIC_URL. "
                                                      "Default: the address the lead's browser used.")
+    # Login throttling (collect.throttle): failed sign-ins allowed per sliding window, per user name and per
+    # client address; EMPLIFAI_LOGIN_MAX_PER_USER / EMPLIFAI_LOGIN_MAX_PER_CLIENT.
+    login_window_s: int = Field(600, ge=1, description="Seconds of the sliding window.")
+    login_max_per_user: int = Field(8, ge=1, description="Failed sign-ins per user name and window.")
+    login_max_per_client: int = Field(30, ge=1, description="Failed sign-ins per client address and window.")
+    login_hash_slots: int | None = Field(None, ge=1, description="Concurrent password checks (default: cores/4).")
+    login_queue: int = Field(64, ge=1, description="Password checks allowed to wait before refusing as busy.")
 
     @model_validator(mode="after")
     def _time_zone_exists(self) -> Settings:
@@ -57,7 +64,8 @@ class Settings(BaseModel):
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
-        """Environment variables (EMPLIFAI_SECRET_KEY, EMPLIFAI_COOKIE_SECURE), then overrides."""
+        """Environment variables (EMPLIFAI_SECRET_KEY, EMPLIFAI_COOKIE_SECURE, EMPLIFAI_TIME_ZONE,
+        EMPLIFAI_LOGIN_MAX_PER_USER, EMPLIFAI_LOGIN_MAX_PER_CLIENT), then overrides."""
         values: dict[str, object] = {}
         if key := os.environ.get("EMPLIFAI_SECRET_KEY"):
             values["secret_key"] = key
@@ -65,6 +73,10 @@ class Settings(BaseModel):
             values["time_zone"] = tz
         if public := os.environ.get("EMPLIFAI_PUBLIC_URL"):
             values["public_url"] = public
+        for var, name in (("EMPLIFAI_LOGIN_MAX_PER_USER", "login_max_per_user"),
+                          ("EMPLIFAI_LOGIN_MAX_PER_CLIENT", "login_max_per_client")):
+            if raw := os.environ.get(var):
+                values[name] = raw
         if os.environ.get("EMPLIFAI_COOKIE_SECURE"):
             values["cookie_secure"] = os.environ["EMPLIFAI_COOKIE_SECURE"].lower() in ("1", "true", "yes")
         values.update({k: v for k, v in overrides.items() if v is not None})

@@ -114,18 +114,18 @@ def queue(store: Store, *, status: Status = Status.PENDING, source: str | None =
 
 
 def decide(store: Store, dialogue_ids: Sequence[str], action: Action, *, actor: str,
-           reason: str | None = None, role: str | None = None) -> dict[str, str]:
+           reason: str | None = None, role: str | None = None, lang: str = "en") -> dict[str, str]:
     """Apply one decision to several dialogues in one transaction: all of them or none (a wrong id or a
     dialogue in the wrong state is an error naming it). ``role`` is checked when given (the web app); the CLI
-    is the lead's own tool. Returns dialogue id -> new status."""
+    is the lead's own tool. ``lang="ja"`` gives the web app's Japanese refusals. Returns dialogue id -> new status."""
     out: dict[str, str] = {}
     with store.transaction() as s:
         for did in dict.fromkeys(dialogue_ids):
             d = s.get(Dialogue, did)
             if d is None:
-                raise UserError(f"no dialogue {did!r}")
+                raise UserError(f"会話 {did} が見つかりません" if lang == "ja" else f"no dialogue {did!r}")
             try:
-                rule = check(action, d.status, reason=reason, role=role)
+                rule = check(action, d.status, reason=reason, role=role, lang=lang)
             except NotAllowed as exc:
                 raise NotAllowed(f"{did}: {exc}") from None
             repo.set_status(s, did, rule.result, actor=actor, action=rule.action, reason=reason)

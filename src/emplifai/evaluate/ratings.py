@@ -29,6 +29,7 @@ from emplifai.evaluate.rubrics import METRICS
 from emplifai.prompts import judge as jp
 from emplifai.prompts.generation import format_dialogue
 from emplifai.provenance import dist_version, json_digest
+from emplifai.records import Kind
 from emplifai.store.db import Store
 from emplifai.store.evaluation import Generation, Rating
 from emplifai.store.models import Situation
@@ -268,8 +269,37 @@ def human_scores(store: Store, sample: str, source: str) -> dict[tuple[int, str]
         return dict(out)
 
 
+def left_out(store: Store, sample: str, source: str) -> dict[str, Any]:
+    """Ratings made in the web app that the analysis does not count yet, and why: only approved rating claims
+    reach the ``ratings`` table; pending ones wait for review, rejected and removed ones never count."""
+    from emplifai.store.collect import Claim, ClaimStatus, Task
+
+    with store.open_session() as s:
+        rows = s.execute(select(Claim.status, Claim.answer, Task.payload).join(Task, Task.id == Claim.task_id).where(
+            Claim.kind == Kind.RATING, Claim.status.in_([ClaimStatus.PENDING, ClaimStatus.REJECTED,
+                                                      ClaimStatus.REMOVED]))).all()
+    out = {str(st): {"claims": 0, "scores": 0} for st in (ClaimStatus.PENDING, ClaimStatus.REJECTED,
+                                                          ClaimStatus.REMOVED)}
+    for status, answer, payload in rows:
+        if (payload or {}).get("sample") != sample or (payload or {}).get("source") != source:
+            continue
+        out[status]["claims"] += 1
+        out[status]["scores"] += sum(len(per) for per in (answer or {}).get("scores", {}).values())
+    return {"rule": "only ratings approved in review count; pending ones are counted once approved", **out}
+
+
+def left_out_note(lo: dict[str, Any] | None) -> str | None:
+    """One line for reports: how many web ratings were not counted, and why (None when none were)."""
+    if not lo:
+        return None
+    why = {"pending": "pending review", "rejected": "rejected", "removed": "removed"}
+    parts = [f"{lo[k]['claims']} {w} ({lo[k]['scores']} scores)" for k, w in why.items() if lo.get(k, {}).get("claims")]
+    return "web ratings not counted (only approved ones count): " + ", ".join(parts) if parts else None
+
+
 def summary(store: Store, sample: str, source: str) -> dict[str, Any]:
-    """Per metric: items, raters, per-dialogue means, Krippendorff's alpha (ordinal), ICC(1,1) and ICC(1,k)."""
+    """Per metric: items, raters, per-dialogue means, Krippendorff's alpha (ordinal), ICC(1,1) and ICC(1,k);
+    ``left_out`` says how many web ratings were not counted (pending review, rejected, removed)."""
     scores = human_scores(store, sample, source)
     raters = sorted({r for d in scores.values() for r in d})
     rows = sorted((gid, m, r, v) for (gid, m), d in scores.items() for r, v in d.items())
@@ -278,7 +308,8 @@ def summary(store: Store, sample: str, source: str) -> dict[str, Any]:
                                           "krippendorff": dist_version("krippendorff"), "numpy": dist_version("numpy"),
                                           "ratings_sha256": json_digest(rows, 64), "ratings": len(rows),
                                           "alpha": "Krippendorff's alpha, ordinal, values 1–5",
-                                          "icc": "one-way random effects ICC(1,1) and ICC(1,k), complete items only"}}
+                                          "icc": "one-way random effects ICC(1,1) and ICC(1,k), complete items only"},
+                           "left_out": left_out(store, sample, source)}
     for m in METRICS:
         items = {gid: d for (gid, metric), d in scores.items() if metric == m}
         if not items:

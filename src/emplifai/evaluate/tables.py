@@ -21,7 +21,7 @@ from emplifai.errors import UserError
 from emplifai.evaluate import rubrics
 from emplifai.evaluate.agree import pair_stats
 from emplifai.evaluate.judge import item_scores, spread
-from emplifai.evaluate.ratings import human_scores, summary
+from emplifai.evaluate.ratings import human_scores, left_out_note, summary
 from emplifai.evaluate.rubrics import METRICS
 from emplifai.evaluate.sample import require_sample
 from emplifai.formatting import MISSING, num, pvalue, to_json
@@ -125,7 +125,7 @@ def table5(store: Store, judge: str, source: str, sample: str = "default", *, we
     if not metrics:
         raise UserError("no dialogue has both a judge score and human ratings")
     return {"table": "5", "source": source, "weighted": weighted, "raters": raters["raters"], "metrics": metrics,
-            "provenance": _provenance(store, judge, sample)}
+            "human_ratings_left_out": raters["left_out"], "provenance": _provenance(store, judge, sample)}
 
 
 def bias(store: Store, judge: str, sample: str = "default", layout: str = "blocks") -> dict[str, Any]:
@@ -237,6 +237,8 @@ def md5(t: dict[str, Any]) -> str:
                      "without a defined correlation (constant on one side): "
                      + ", ".join(f"{k} {v}" for k, v in undefined.items() if v is not None))
     notes.append("- p-values: two-sided (scipy.stats.pearsonr; spearmanr with its t approximation)")
+    if lo := left_out_note(t.get("human_ratings_left_out")):
+        notes.append(f"- {lo}")
     lines += ["", *notes]
     return "\n".join(lines) + "\n"
 

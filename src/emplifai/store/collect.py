@@ -6,7 +6,7 @@ leases, pending, flagged and approved submissions); every transition that takes 
 the same transaction, and a claim only takes a slot through ``UPDATE … SET filled = filled + 1 WHERE filled <
 target``, so a bucket can never overshoot even under concurrent writers.
 
-Schema changes go through the Alembic branch ``collect`` (migrations/versions/collect_0001.py, collect_0003.py).
+Schema changes go through the Alembic branch ``collect`` (migrations/versions/collect_0001.py … collect_0004.py).
 """
 
 from __future__ import annotations
@@ -205,3 +205,19 @@ class Draft(Base):
     claim_id: Mapped[int] = mapped_column(ForeignKey("collect_claims.id"), primary_key=True)
     fields: Mapped[dict[str, str]] = mapped_column(JSON)
     updated_at: Mapped[float] = mapped_column(Float)
+class LoginFailure(Base):
+    """One failed sign-in, counted against the user name and against the client (both stored as SHA-256
+    digests: no raw names or addresses are kept). In the database, not in memory, so that several server
+    processes share one sliding window (migrations/versions/collect_0002.py)."""
+
+    __tablename__ = "collect_login_failures"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    scope: Mapped[str] = mapped_column(String(8))  # "user" or "client"
+    key: Mapped[str] = mapped_column(String(64))
+    at: Mapped[float] = mapped_column(Float)  # epoch seconds
+
+    __table_args__ = (
+        Index("ix_collect_login_failure_key", "scope", "key", "at"),
+        Index("ix_collect_login_failure_at", "at"),
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Form, Request
+from fastapi import Depends, Form, Path, Query, Request
 from fastapi.responses import Response
 from sqlalchemy import select
 
@@ -21,6 +21,7 @@ from emplifai.collect.deps import (
     render,
     store_of,
 )
+from emplifai.collect.inputs import MAX_ID
 from emplifai.errors import UserError
 from emplifai.records import Kind
 from emplifai.store import repo
@@ -32,6 +33,10 @@ Staff = Annotated[Ctx, Depends(guard(*STAFF))]
 Lead = Annotated[Ctx, Depends(guard(*LEADS))]
 Admin = Annotated[Ctx, Depends(guard(Role.ADMIN))]
 Anyone = Annotated[Ctx, Depends(anonymous)]
+# Ids from the URL or a form: a number beyond the id columns' range is simply not found (never an overflow 500).
+Id = Annotated[int, Path(ge=1, le=MAX_ID)]
+QueryId = Annotated[int | None, Query(ge=1, le=MAX_ID)]
+FormId = Annotated[int, Form(ge=1, le=MAX_ID)]
 Text = Annotated[str, Form()]
 OptText = Annotated[str | None, Form()]
 
@@ -39,6 +44,11 @@ KIND_JA = {Kind.SITUATION: "状況を書く（第1ラウンド）", Kind.DIALOGU
            Kind.RATING: "会話を評価する"}
 STATUS_JA = {"leased": "作業中", "expired": "期限切れ", "released": "返却", "pending": "審査待ち", "approved": "承認",
              "rejected": "却下", "flagged": "要確認", "removed": "削除"}
+# The review history in Japanese: decisions, the fields they changed (status values through STATUS_JA).
+ACTION_JA = {"import": "取り込み", "approve": "承認", "reject": "却下", "flag": "要確認", "modify": "修正",
+             "keep": "残す", "remove": "削除"}
+HISTORY_FIELD_JA = {"status": "状態", "text": "本文", "situation": "状況", "patient": "患者の発話",
+                    "supporter": "支援者の応答"}
 MESSAGES = {
     "submitted": "提出しました。ありがとうございました。",
     "draft": "下書きを保存しました。このページを開き直すと続きから書けます。",
@@ -60,7 +70,7 @@ ERROR_STATUS = {NotFound: 404, Conflict: 409}
 def page(ctx: Ctx, name: str, status_code: int = 200, **kw: object) -> Response:
     msg = ctx.request.query_params.get("msg")
     return render(ctx, name, status_code, message=MESSAGES.get(msg or ""), KIND_JA=KIND_JA, STATUS_JA=STATUS_JA,
-                  **kw)
+                  ACTION_JA=ACTION_JA, HISTORY_FIELD_JA=HISTORY_FIELD_JA, **kw)
 
 
 def error_page(request: Request, exc: UserError) -> Response:

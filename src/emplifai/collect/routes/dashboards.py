@@ -14,7 +14,7 @@ from emplifai.collect import campaigns
 from emplifai.collect.deps import (
     store_of,
 )
-from emplifai.collect.routes.common import Lead, Staff, campaigns_of, caps, page
+from emplifai.collect.routes.common import Id, Lead, Staff, campaigns_of, caps, page
 from emplifai.dataset.export import export_store
 from emplifai.records import Kind
 from emplifai.store.collect import Campaign
@@ -29,7 +29,7 @@ def dashboards(ctx: Staff) -> Response:
 
 
 @router.get("/dashboard/{campaign_id}")
-def dashboard(ctx: Staff, campaign_id: int) -> Response:
+def dashboard(ctx: Staff, campaign_id: Id) -> Response:
     with store_of(ctx.request).open_session() as s:
         camp = s.get(Campaign, campaign_id)
         if camp is None:
@@ -47,7 +47,7 @@ def dashboard(ctx: Staff, campaign_id: int) -> Response:
 
 
 @router.get("/ledger/{campaign_id}.csv")
-def ledger_csv(ctx: Lead, campaign_id: int) -> Response:
+def ledger_csv(ctx: Lead, campaign_id: Id) -> Response:
     with store_of(ctx.request).open_session() as s:
         camp = s.get(Campaign, campaign_id)
         if camp is None:

@@ -10,7 +10,7 @@ from emplifai.collect.deps import (
     CSRF,
     store_of,
 )
-from emplifai.collect.routes.common import Lead, OptText, act, page, review_rows
+from emplifai.collect.routes.common import Id, Lead, OptText, act, page, review_rows
 from emplifai.store.collect import ClaimStatus
 
 router = APIRouter()
@@ -22,10 +22,10 @@ def lead_queue(ctx: Lead) -> Response:
 
 
 @router.post("/lead/{claim_id}/keep", dependencies=[CSRF])
-def keep(ctx: Lead, claim_id: int, reason: OptText = None) -> Response:
+def keep(ctx: Lead, claim_id: Id, reason: OptText = None) -> Response:
     return act(ctx, lambda: review.keep(store_of(ctx.request), claim_id, ctx.user, reason), "kept", "/lead")
 
 
 @router.post("/lead/{claim_id}/remove", dependencies=[CSRF])
-def remove(ctx: Lead, claim_id: int, reason: OptText = None) -> Response:
+def remove(ctx: Lead, claim_id: Id, reason: OptText = None) -> Response:
     return act(ctx, lambda: review.remove(store_of(ctx.request), claim_id, ctx.user, reason), "removed", "/lead")

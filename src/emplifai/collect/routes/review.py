@@ -14,7 +14,9 @@ from emplifai.collect.deps import (
 )
 from emplifai.collect.routes.common import (
     STATUS_JA,
+    Id,
     OptText,
+    QueryId,
     Staff,
     act,
     campaigns_of,
@@ -52,7 +54,7 @@ def _queue(ctx: Ctx, status: str = "pending", campaign_id: int | None = None, ki
 
 
 @router.get("/review")
-def review_queue(ctx: Staff, status: str = "pending", campaign_id: int | None = None,
+def review_queue(ctx: Staff, status: str = "pending", campaign_id: QueryId = None,
                  kind: str | None = None) -> Response:
     return _queue(ctx, status, campaign_id, kind)
 
@@ -81,7 +83,7 @@ async def review_bulk(ctx: Staff) -> Response:
 
 
 @router.get("/review/{claim_id}")
-def review_one(ctx: Staff, claim_id: int) -> Response:
+def review_one(ctx: Staff, claim_id: Id) -> Response:
     with store_of(ctx.request).open_session() as s:
         c = s.get(Claim, claim_id)
         if c is None or c.submitted_at is None:
@@ -94,24 +96,24 @@ def review_one(ctx: Staff, claim_id: int) -> Response:
 
 
 @router.post("/review/{claim_id}/approve", dependencies=[CSRF])
-def approve(ctx: Staff, claim_id: int) -> Response:
+def approve(ctx: Staff, claim_id: Id) -> Response:
     return act(ctx, lambda: review.approve(store_of(ctx.request), claim_id, ctx.user), "approved", "/review")
 
 
 @router.post("/review/{claim_id}/reject", dependencies=[CSRF])
-def reject(ctx: Staff, claim_id: int, reason: OptText = None) -> Response:
+def reject(ctx: Staff, claim_id: Id, reason: OptText = None) -> Response:
     return act(ctx, lambda: review.reject(store_of(ctx.request), claim_id, ctx.user, reason or ""), "rejected",
                 "/review")
 
 
 @router.post("/review/{claim_id}/flag", dependencies=[CSRF])
-def flag(ctx: Staff, claim_id: int, reason: OptText = None) -> Response:
+def flag(ctx: Staff, claim_id: Id, reason: OptText = None) -> Response:
     return act(ctx, lambda: review.flag(store_of(ctx.request), claim_id, ctx.user, reason or ""), "flagged",
                 "/review")
 
 
 @router.post("/review/{claim_id}/modify", dependencies=[CSRF])
-def modify(ctx: Staff, claim_id: int, situation: OptText = None, patient: OptText = None,
+def modify(ctx: Staff, claim_id: Id, situation: OptText = None, patient: OptText = None,
            supporter: OptText = None, reason: OptText = None) -> Response:
     fields = {k: v for k, v in (("situation", situation), ("patient", patient), ("supporter", supporter)) if v}
     return act(ctx, lambda: review.modify(store_of(ctx.request), claim_id, ctx.user, fields, reason),

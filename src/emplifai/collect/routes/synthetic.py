@@ -35,6 +35,6 @@ def synthetic_decide(ctx: Staff, dialogue_id: str, action: str, reason: OptText 
 
     def decide() -> None:
         review_rules.decide(store_of(ctx.request), [dialogue_id], Action(action), actor=ctx.user.username,
-                            reason=reason, role=ctx.user.role)
+                            reason=reason, role=ctx.user.role, lang="ja")
 
     return act(ctx, decide, SYNTH_MSG[action], "/synthetic")

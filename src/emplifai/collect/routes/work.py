@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated
 
-from fastapi import APIRouter, Form, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -13,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from emplifai import taxonomy
 from emplifai.collect import assign, drafts
-from emplifai.collect.assign import Conflict, NotFound
+from emplifai.collect.assign import LATE_JA, Conflict, LateWork, NotFound
 from emplifai.collect.deps import (
     CSRF,
     Ctx,
@@ -24,7 +23,8 @@ from emplifai.collect.deps import (
     store_of,
 )
 from emplifai.collect.examples import example_for
-from emplifai.collect.routes.common import Text, Worker, error, error_page, page
+from emplifai.collect.inputs import BadText, scrub
+from emplifai.collect.routes.common import FormId, Id, Text, Worker, error, error_page, page
 from emplifai.errors import UserError
 from emplifai.evaluate.rubrics import RUBRICS, SCALE
 from emplifai.records import MAX_SITUATION_CHARS, MAX_TURN_CHARS, Kind
@@ -53,7 +53,7 @@ def work(ctx: Worker) -> Response:
 
 
 @router.post("/work/claim", dependencies=[CSRF])
-async def claim(request: Request, campaign_id: Annotated[int, Form()], kind: Text) -> Response:
+async def claim(request: Request, campaign_id: FormId, kind: Text) -> Response:
     """The hot path: the worker role is checked inside the claim's own transaction (one thread hop)."""
     sess = session_of(request)
 
@@ -102,18 +102,35 @@ def _task_page(ctx: Ctx, claim_id: int, status_code: int = 200, error: str | Non
                  max_turn=MAX_TURN_CHARS, remaining=max(0, int((c.expires_at - time.time()) // 60)))
 
 
+def _late_page(ctx: Ctx, claim_id: int, answer: dict, status_code: int) -> Response:
+    """The worker's own text from a submission that came too late, shown back so it can be copied."""
+    c, task, camp, sit, _ = _own(ctx, claim_id)
+    lab = taxonomy.get(task.emotion) if task.emotion else None
+    return page(ctx, "late.html", status_code, claim=c, task=task, campaign=camp, situation=sit, label=lab,
+                answer=answer, error=LATE_JA)
+
+
 @router.get("/claims/{claim_id}")
-def show_claim(ctx: Worker, claim_id: int) -> Response:
+def show_claim(ctx: Worker, claim_id: Id) -> Response:
+    c, *_ = _own(ctx, claim_id)
+    if c.status in (ClaimStatus.EXPIRED, ClaimStatus.RELEASED) and c.answer:
+        return _late_page(ctx, claim_id, c.answer, 200)
     return _task_page(ctx, claim_id)
 
 
 @router.post("/claims/{claim_id}/submit", dependencies=[CSRF])
-async def submit(ctx: Worker, claim_id: int) -> Response:
+async def submit(ctx: Worker, claim_id: Id) -> Response:
     form = {k: v for k, v in (await ctx.request.form()).items() if isinstance(v, str) and k != "csrf_token"}
     try:
         await run_in_threadpool(assign.submit, store_of(ctx.request), claim_id, ctx.user.id, form)  # type: ignore[union-attr]
+    except LateWork as exc:  # nothing is lost: the text is kept on the claim and shown back
+        return await run_in_threadpool(_late_page, ctx, claim_id, exc.answer, 409)
     except (NotFound, Conflict) as exc:
         return error(ctx, exc)
+    except BadText as exc:  # show the form again with what was typed, less the characters refused
+        kept = {k: scrub(v) for k, v in form.items()}
+        return await run_in_threadpool(_task_page, ctx, claim_id, 400, f"{exc}。その文字を除いた文章を下に残しました",
+                                       kept)
     except UserError as exc:  # a missing or oversized field: show the form again with what was typed
         return await run_in_threadpool(_task_page, ctx, claim_id, 400, str(exc), form)
     except IntegrityError:
@@ -144,7 +161,7 @@ async def save_draft(ctx: Worker, claim_id: int) -> Response:
 
 
 @router.post("/claims/{claim_id}/release", dependencies=[CSRF])
-def release(ctx: Worker, claim_id: int) -> Response:
+def release(ctx: Worker, claim_id: Id) -> Response:
     try:
         assign.release(store_of(ctx.request), claim_id, ctx.user.id)  # type: ignore[union-attr]
     except UserError as exc:

@@ -1,7 +1,7 @@
 """Collect: platform IDs and one-time invites (onboarding), completion codes, campaign pause and worker quota.
 
 Revision ID: collect_0003
-Revises: collect_0001
+Revises: collect_0002
 Create Date: 2026-12-02
 """
 
@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "collect_0003"
-down_revision = "collect_0001"
+down_revision = "collect_0002"
 branch_labels = None
 depends_on = None
 
