@@ -493,3 +493,24 @@ def test_a_concurrent_burst_of_wrong_passwords_cannot_pass_the_limit(db_url: str
                                 range(16)))
     assert codes == [401] * 8 + [429] * 8
     app.state.store.dispose()
+
+
+def test_admin_errors_are_japanese(web) -> None:  # type: ignore[no-untyped-def]
+    """Regression: account and campaign errors reached the admin page in English ("user 'w1' already exists")."""
+    from fastapi.testclient import TestClient
+
+    app, cl = web
+    users(app.state.store, ("root", "admin"))
+    admin = TestClient(app)
+    login(admin, "root")
+    for form, expected in (
+        ({"username": "w1", "password": "aaaaaaaaaa", "role": "worker"}, "すでに存在します"),
+        ({"username": "x y", "password": "aaaaaaaaaa", "role": "worker"}, "半角英数字"),
+        ({"username": "newbie", "password": "short", "role": "worker"}, "8文字以上"),
+        ({"username": "newbie", "password": "aaaaaaaaaa", "role": "boss"}, "役割"),
+    ):
+        r = post(admin, "/admin/users", form, page="/admin")
+        assert r.status_code == 400 and expected in r.text, r.text[-400:]
+        assert not any(w in r.text for w in ("already exists", "must have", "unknown role", "use 1–64")), form
+    r = post(admin, "/admin/campaigns", {"name": "bad name!"}, page="/admin")
+    assert r.status_code == 400 and "キャンペーン名" in r.text

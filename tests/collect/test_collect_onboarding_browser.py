@@ -102,7 +102,7 @@ def test_eighteen_workers_from_csv_to_reconciliation(browser, db_url: str, tmp_p
             page.wait_for_load_state()
             page.locator("textarea[name=situation]").fill(
                 f"通院{i + 1}回目の帰りに、待合室で隣の人と話したときのことです。")
-            page.locator("form[action$='/submit'] button[type=submit]").click()
+            page.get_by_role("button", name="提出する").click()
             page.wait_for_load_state()
             code = page.locator("#completion-code").inner_text()
             assert "提出しました" in page.content() and len(code) == 14

@@ -20,7 +20,8 @@ from emplifai.collect.campaigns import get_campaign, seed_round2
 from emplifai.collect.examples import default_examples
 from emplifai.collect.rating import create_rating_tasks
 from emplifai.evaluate.rubrics import METRICS
-from emplifai.store.collect import Draft
+from emplifai.records import Kind
+from emplifai.store.collect import Claim, ClaimStatus, Draft
 from emplifai.store.db import Store
 from emplifai.store.evaluation import Rating
 from tests.collect.fixtures import PASSWORD, campaign, rating_sample, situations, start_server, users
@@ -165,10 +166,18 @@ def test_worker_pages_on_a_phone_with_javascript(browser, server, tmp_path: Path
     assert page.locator("#rating-progress [data-answered]").inner_text() == "70 / 70"
     page.get_by_role("button", name="提出する").click()
     assert "提出しました" in page.content()
+    scores = _submitted_scores(store)
+    assert len(scores) == 70 and sorted(set(scores)) == [3, 4]
     with store.open_session() as s:
-        rows = s.scalars(select(Rating)).all()
-        assert len(rows) == 70 and sorted({r.score for r in rows}) == [3, 4]
         assert s.scalars(select(Draft)).all() == []
+
+
+def _submitted_scores(store: Store) -> list[int]:
+    """The scores of the submitted (pending) rating claim: they enter ``ratings`` only once a reviewer approves."""
+    with store.open_session() as s:
+        assert s.scalars(select(Rating)).all() == []
+        (claim,) = s.scalars(select(Claim).where(Claim.status == ClaimStatus.PENDING, Claim.kind == Kind.RATING)).all()
+        return [v for per in claim.answer["scores"].values() for v in per.values()]
 
 
 def test_rating_on_a_phone_without_javascript(browser, server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -190,5 +199,4 @@ def test_rating_on_a_phone_without_javascript(browser, server, tmp_path: Path) -
             page.locator(f"label:has(input[name='score_{gid}_{m}'][value='2'])").click()
     page.get_by_role("button", name="提出する").click()
     assert "提出しました" in page.content()
-    with store.open_session() as s:
-        assert len(s.scalars(select(Rating)).all()) == 70
+    assert _submitted_scores(store) == [2] * 70

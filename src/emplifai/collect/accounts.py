@@ -1,4 +1,5 @@
-"""User accounts: creation with argon2 hashes, sign-in checks, roles."""
+"""User accounts: creation with argon2 hashes, sign-in checks, roles. Messages are Japanese: the lead reads
+them on the web admin pages as well as from `emplifai collect`."""
 
 from __future__ import annotations
 
@@ -18,13 +19,13 @@ ROLE_JA = {Role.WORKER: "ワーカー", Role.REVIEWER: "レビュアー", Role.L
 
 def create_user(s: Session, username: str, password: str, role: str, display_name: str = "") -> User:
     if not USERNAME.match(username):
-        raise UserError(f"user name {username!r}: use 1–64 letters, digits, '_', '.', '@' or '-'")
+        raise UserError(f"ユーザー名 {username!r}：半角英数字と _ . @ - で1〜64文字にしてください")
     if role not in {r.value for r in Role}:
-        raise UserError(f"unknown role {role!r}; use one of {', '.join(r.value for r in Role)}")
+        raise UserError(f"役割 {role!r} はありません。{', '.join(r.value for r in Role)} のいずれかにしてください")
     if len(password) < MIN_PASSWORD:
-        raise UserError(f"password must have at least {MIN_PASSWORD} characters")
+        raise UserError(f"パスワードは{MIN_PASSWORD}文字以上にしてください")
     if s.scalar(select(User.id).where(User.username == username)) is not None:
-        raise UserError(f"user {username!r} already exists")
+        raise UserError(f"ユーザー {username!r} はすでに存在します")
     user = User(username=username, password_hash=hash_password(password), role=role,
                 display_name=display_name or username, active=True, session_version=1)
     s.add(user)
@@ -35,9 +36,9 @@ def create_user(s: Session, username: str, password: str, role: str, display_nam
 def set_password(s: Session, username: str, password: str) -> User:
     user = s.scalar(select(User).where(User.username == username))
     if user is None:
-        raise UserError(f"no user {username!r}")
+        raise UserError(f"ユーザー {username!r} は見つかりません")
     if len(password) < MIN_PASSWORD:
-        raise UserError(f"password must have at least {MIN_PASSWORD} characters")
+        raise UserError(f"パスワードは{MIN_PASSWORD}文字以上にしてください")
     user.password_hash = hash_password(password)
     user.session_version += 1  # signs the user out everywhere
     return user
@@ -53,7 +54,7 @@ def end_sessions(s: Session, user_id: int) -> None:
 def deactivate(s: Session, username: str) -> User:
     user = s.scalar(select(User).where(User.username == username))
     if user is None:
-        raise UserError(f"no user {username!r}")
+        raise UserError(f"ユーザー {username!r} は見つかりません")
     user.active = False
     user.session_version += 1
     return user

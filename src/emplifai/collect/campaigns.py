@@ -30,18 +30,18 @@ def create_campaign(
 ) -> Campaign:
     """A campaign with one round-1 bucket per emotion (default: all 28 labels, Table-1 order)."""
     if not NAME.match(name):
-        raise UserError(f"campaign name {name!r}: use 1–32 letters, digits, '_' or '-'")
+        raise UserError(f"キャンペーン名 {name!r}：半角英数字と _ - で1〜32文字にしてください")
     if s.scalar(select(Campaign.id).where(Campaign.name == name)) is not None:
-        raise UserError(f"campaign {name!r} already exists")
+        raise UserError(f"キャンペーン {name!r} はすでに存在します")
     labels = taxonomy.resolve(emotions)
     for what, v in (("round1_target", round1_target), ("round2_target", round2_target),
                     ("rating_raters", rating_raters), ("lease_seconds", lease_seconds)):
         if v < 1:
-            raise UserError(f"{what} must be at least 1, got {v}")
+            raise UserError(f"{what} は1以上にしてください（指定：{v}）")
     if min(pay_situation, pay_dialogue, pay_rating) < 0:
-        raise UserError("pay rates cannot be negative")
+        raise UserError("報酬額は0円以上にしてください")
     if not 0 <= rejection_cap <= 1:
-        raise UserError(f"rejection cap must be between 0 and 1, got {rejection_cap}")
+        raise UserError(f"却下の上限は0〜1の割合で指定してください（指定：{rejection_cap}）")
     camp = Campaign(name=name, emotions=labels, round1_target=round1_target, round2_target=round2_target,
                     rating_raters=rating_raters, pay_situation=pay_situation, pay_dialogue=pay_dialogue,
                     pay_rating=pay_rating, rejection_cap=rejection_cap, lease_seconds=lease_seconds, active=True,
@@ -60,7 +60,7 @@ def get_campaign(s: Session, ref: str | int) -> Campaign:
         Campaign.name == str(ref))
     camp = s.scalar(q)
     if camp is None:
-        raise UserError(f"no campaign {ref!r}")
+        raise UserError(f"キャンペーン {ref!r} は見つかりません")
     return camp
 
 
@@ -76,7 +76,7 @@ def state_of(camp: Campaign) -> str:
 
 def set_state(s: Session, ref: str | int, state: str) -> Campaign:
     if state not in STATES:
-        raise UserError(f"unknown campaign state {state!r}; use one of {', '.join(STATES)}")
+        raise UserError(f"キャンペーンの状態 {state!r} はありません。{', '.join(STATES)} のいずれかにしてください")
     camp = get_campaign(s, ref)
     camp.active, camp.paused = state != "closed", state == "paused"
     return camp
@@ -85,7 +85,7 @@ def set_state(s: Session, ref: str | int, state: str) -> Campaign:
 def set_quota(s: Session, ref: str | int, quota: int | None) -> Campaign:
     """The most tasks (leased or submitted, all kinds) one worker may take in the campaign; None lifts it."""
     if quota is not None and not 1 <= quota <= MAX_QUOTA:
-        raise UserError(f"quota must be between 1 and {MAX_QUOTA}, got {quota}")
+        raise UserError(f"上限件数は1〜{MAX_QUOTA}にしてください（指定：{quota}）")
     camp = get_campaign(s, ref)
     camp.worker_quota = quota
     return camp
