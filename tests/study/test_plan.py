@@ -108,3 +108,28 @@ def test_plan_reports_bad_specs_self_judging_and_missing_files(tmp_path):
     text = "\n".join(p["problems"])
     assert "no GGUF file at /nope.gguf" in text and "invalid model spec 'nonsense'" in text
     assert "may not score its own generations" in text and "missing.csv: no such file" in text
+
+
+def _judge_plan(tmp_path: Path, judge: str) -> dict:
+    from emplifai.study.plan import make_plan
+
+    cfg = tmp_path / f"judge{len(judge)}.toml"
+    cfg.write_text(f'stages = ["validate", "split", "sample", "generate", "judge"]\n[sample]\nn = 10\n'
+                   f'[generate]\nmodels = ["embedded"]\n[judge]\n{judge}\nrubrics = "all"\n', encoding="utf-8")
+    got, unset = read_config(cfg, env={})
+    p = make_plan(got, unset, cfg, tmp_path / "out")
+    return {s.stage: s for s in p.stages}["judge"].__dict__ | {"totals": p.totals(), "ready": p.ready}
+
+
+def test_plan_with_a_judge_panel_doubles_the_judgements_and_lists_both_judges(tmp_path):
+    a, b = "openai:judge-a@http://127.0.0.1:9/v1", "openai:judge-b@http://127.0.0.1:9/v1"
+    one = _judge_plan(tmp_path, f'judge = "{a}"')
+    two = _judge_plan(tmp_path, f'judges = ["{a}", "{b}"]')
+    assert one["ready"] and two["ready"]
+    # 10 pairs × 2 sources (embedded + human) × 10 metrics (the paper's 7 + EPITOME's 3)
+    assert one["items"] == {"pairs": 10, "sources": 2, "metrics": 10, "judges": 1, "judgements": 200}
+    assert two["items"] == {**one["items"], "judges": 2, "judgements": 400}
+    assert [m.spec for m in two["models"]] == [a, b]
+    assert [m.calls for m in two["models"]] == [200, 200]
+    assert two["models"][0].prompt_tokens == two["models"][1].prompt_tokens == one["models"][0].prompt_tokens
+    assert "judge-b" in two["models"][1].resolved
