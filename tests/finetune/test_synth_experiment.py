@@ -60,9 +60,9 @@ def _experiment_config(tmp_path: Path, **compare: str) -> Path:
 
 def _store_with_synthetic(tmp_path: Path, approved: bool = True) -> str:
     db = f"sqlite:///{tmp_path / 'exp.db'}"
-    rows = [record(i, sit=i, source="crowd") for i in range(40)]
-    rows += [record(100 + i, sit=i, source="synthetic", status="approved" if approved else "pending")
-             for i in range(40)]
+    rows = [record(i, sit=i, source="crowd") for i in range(140)]  # 5 situations per emotion: test is not empty
+    rows += [record(200 + i, sit=i, source="synthetic", status="approved" if approved else "pending")
+             for i in range(60)]
     store = Store(db)
     import_file(store, write_jsonl(tmp_path / "c.jsonl", rows))
     make_split(store, seed=42, fractions=(0.8, 0.1, 0.1))
@@ -91,6 +91,14 @@ def test_experiment_config_errors_before_any_training(tmp_path: Path) -> None:
     db = _store_with_synthetic(tmp_path, approved=False)
     with pytest.raises(UserError, match="no approved synthetic dialogue"):
         experiment.run(_experiment_config(tmp_path), tmp_path / "out", db)
+    small = f"sqlite:///{tmp_path / 'small.db'}"  # 40 situations over 28 emotions: every one lands in train
+    store = Store(small)
+    import_file(store, write_jsonl(tmp_path / "s.jsonl", [record(i, sit=i) for i in range(40)]))
+    make_split(store, seed=42, fractions=(0.8, 0.1, 0.1))
+    store.dispose()
+    with pytest.raises(UserError, match="the test split is empty"):
+        experiment.run(_experiment_config(tmp_path), tmp_path / "out", small)
+    assert not (tmp_path / "out" / "ft-crowd").exists()  # nothing trained
 
 
 def rubric_keys(name: str) -> tuple[str, ...]:

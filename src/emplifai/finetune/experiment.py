@@ -92,28 +92,34 @@ def read(path: Path) -> tuple[ExperimentConfig, dict[str, FinetuneConfig]]:
     return cfg, arms
 
 
-def _approved_synthetic(db: str | None, split_name: str) -> int:
+def _check_data(db: str | None, split_name: str) -> int:
+    """The approved synthetic dialogues in the train split; a store the experiment cannot use fails here,
+    before any training."""
     store = open_store(db)
     try:
         with store.open_session() as s:
             manifest = repo.latest_manifest(s, split_name)
             if manifest is None:
-                return 0
-            return sum(r.source == Source.SYNTHETIC and r.status == Status.APPROVED
-                       for r in repo.iter_records(s, split="train", manifest=manifest))
+                raise UserError(f"no split named {split_name!r} in the database; run `emplifai dataset split` first")
+            if not any(True for _ in repo.iter_records(s, split="test", manifest=manifest)):
+                raise UserError("the test split is empty: the arms are compared on held-out test situations "
+                                "(more data, or other split fractions)")
+            synthetic = sum(r.source == Source.SYNTHETIC and r.status == Status.APPROVED
+                            for r in repo.iter_records(s, split="train", manifest=manifest))
     finally:
         store.dispose()
+    if not synthetic:
+        raise UserError("the training split has no approved synthetic dialogue, so both arms would train on the "
+                        "same data: generate them (`emplifai synth`), review them (`emplifai dataset decide "
+                        "approve`), then `emplifai dataset split` again")
+    return synthetic
 
 
 def run(config: Path, out: Path, db: str | None = None, *, progress: bool = True) -> ExperimentResult:
     """Fine-tune both arms, compare them, write DIR/experiment.json. A rerun reuses what is finished."""
     cfg, arms = read(config)
     db = db or cfg.db or None
-    synthetic = _approved_synthetic(db, arms["crowd_synthetic"].split_name)
-    if not synthetic:
-        raise UserError("the training split has no approved synthetic dialogue, so both arms would train on the "
-                        "same data: generate them (`emplifai synth`), review them (`emplifai dataset decide "
-                        "approve`), then `emplifai dataset split` again")
+    synthetic = _check_data(db, arms["crowd_synthetic"].split_name)
     started = datetime.now(UTC).isoformat(timespec="seconds")
     trained: dict[str, Any] = {}
     for name in ARMS:
