@@ -50,6 +50,22 @@ def compare_command(
     console.print(f"written: {result.md_path}, {result.json_path}")
 
 
+def experiment_command(
+    config: Annotated[Path, typer.Argument(help="Experiment config (TOML); see configs/synth_experiment.toml.")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder: both fine-tunes, compare/, experiment.json.")]
+    = Path("results/synth-experiment"),
+    db: DbOpt = None,
+) -> None:
+    """SynthEmpathy's experiment: fine-tune on crowd data, and on crowd + reviewed synthetic data, then compare
+    both on the 7 rubrics and the 3 EPITOME mechanisms. Rerun to resume."""
+    from emplifai.finetune import experiment
+
+    result = experiment.run(config, out, db)
+    console.print(result.compare.markdown)
+    console.print(f"written: {result.compare.md_path}, {result.compare.json_path}; provenance {result.path}")
+
+
 def register(app: typer.Typer) -> None:
+    app.command("experiment")(experiment_command)
     app.command("finetune")(finetune_command)
     app.command("compare")(compare_command)

@@ -335,5 +335,7 @@ def write_hf(splits: dict[str, list[Record]], path: Path) -> dict[str, int]:
             for name, recs in splits.items()
         }
     )
-    dd.save_to_disk(str(path))
+    # an empty split saved with the default sharding gets 0 shards, which load_from_disk cannot read
+    # (IndexError in datasets): one empty shard keeps it loadable
+    dd.save_to_disk(str(path), num_shards={name: 1 for name, recs in splits.items() if not recs})
     return {name: len(recs) for name, recs in splits.items()}

@@ -21,6 +21,8 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 from emplifai.errors import UserError
 from emplifai.evaluate.rubrics import check_metrics, rubric_set
+from emplifai.llm import LLMError, parse_spec
+from emplifai.llm.registry import key_source
 
 STAGES = ("validate", "split", "predict", "finetune", "sample", "generate", "judge", "agree", "report")
 
@@ -188,6 +190,27 @@ def expand(value: Any, env: Mapping[str, str], unset: list[Unset], key: str = ""
     return value
 
 
+def spec_keys(cfg: RunConfig) -> list[tuple[str, str]]:
+    """(config key, model spec) for every model the stages load, named as the config names them."""
+    j = cfg.judge
+    judges = [(f"judge.judges.{i}", x) for i, x in enumerate(j.judges)] if j.judges else [("judge.judge", j.judge)]
+    return [*((f"predict.models.{i}", x) for i, x in enumerate(cfg.predict.models)),
+            *((f"generate.models.{i}", x) for i, x in enumerate(cfg.generate.models)), *judges]
+
+
+def missing_keys(cfg: RunConfig, env: Mapping[str, str] | None = None) -> list[Unset]:
+    """Every ``+key:VAR`` (the API key's variable, llm/registry.py) not set, as an unset variable of its key."""
+    out = []
+    for key, spec in spec_keys(cfg):
+        try:
+            s = parse_spec(spec)
+        except LLMError:
+            continue  # reported as an invalid spec
+        if s.key_var and not key_source(s, env)[1]:
+            out.append(Unset(key, s.key_var))
+    return out
+
+
 def read_config(path: Path, env: Mapping[str, str] | None = None) -> tuple[RunConfig, list[Unset]]:
     """The validated config with the environment read in, and the variables it names that are not set."""
     if not path.exists():
@@ -200,10 +223,11 @@ def read_config(path: Path, env: Mapping[str, str] | None = None) -> tuple[RunCo
     unset: list[Unset] = []
     raw = expand(raw or {}, os.environ if env is None else env, unset)
     try:
-        return RunConfig.model_validate(raw), unset
+        cfg = RunConfig.model_validate(raw)
     except ValidationError as exc:
         lines = [f"  {'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}" for e in exc.errors()]
         raise UserError(f"{path}: invalid config:\n" + "\n".join(lines)) from exc
+    return cfg, [*unset, *missing_keys(cfg, os.environ if env is None else env)]
 
 
 def load_config(path: Path, env: Mapping[str, str] | None = None) -> RunConfig:

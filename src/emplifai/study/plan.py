@@ -26,6 +26,7 @@ from emplifai.evaluate.judge import JudgeConfig
 from emplifai.evaluate.sample import draw
 from emplifai.llm import LLMError, parse_spec
 from emplifai.llm.embedded import GGUF_PACKAGE
+from emplifai.llm.registry import DEFAULT_KEY_VARS, key_source
 from emplifai.predict import prompt as pp
 from emplifai.prompts import generation as gen
 from emplifai.prompts import judge as jp
@@ -38,7 +39,6 @@ from emplifai.study.spend import cost
 #: characters per token on the bundled corpus and the prediction prompt; tokenizers with smaller vocabularies
 #: come nearer 1 on Japanese.
 CHARS_PER_TOKEN = 1.0
-KEY_VARS = ("EMPLIFAI_API_KEY", "OPENAI_API_KEY")
 
 
 def tokens(chars: int) -> int:
@@ -117,8 +117,11 @@ def resolve_spec(spec: str, env: dict[str, str] | os._Environ[str] = os.environ)
         p = Path(s.target)
         return f"transformers folder {p.resolve()} (CPU)", None if p.is_dir() else f"{spec}: no folder at {p}"
     if s.kind == "openai":
-        key = next((k for k in KEY_VARS if env.get(k)), None)
-        how = f"from {key}" if key else "not set (EMPLIFAI_API_KEY or OPENAI_API_KEY; a local server needs none)"
+        var, ok = key_source(s, env)
+        if s.key_var:
+            how = f"from {var}" if ok else f"from {var}, which is not set"
+        else:
+            how = f"from {var}" if ok else f"not set ({' or '.join(DEFAULT_KEY_VARS)}; a local server needs none)"
         return f"model {s.target!r} on the OpenAI-compatible server {s.url} (not contacted; API key {how})", None
     return f"scripted fake {s.target!r} (tests)", None
 

@@ -81,7 +81,8 @@ def collection(store: Store) -> dict[str, Any]:
         workers = s.scalar(select(func.count(func.distinct(Claim.worker_id))).where(
             Claim.status.in_([str(x) for x in (ClaimStatus.PENDING, ClaimStatus.APPROVED, ClaimStatus.REJECTED,
                                                ClaimStatus.FLAGGED, ClaimStatus.REMOVED)])))
-        paid = s.execute(select(PayEntry.kind, func.count(), func.sum(PayEntry.amount_yen)).group_by(PayEntry.kind))
+        paid = s.execute(select(PayEntry.kind, func.count(), func.sum(PayEntry.amount_yen)).group_by(PayEntry.kind)
+                         .order_by(PayEntry.kind))  # one order on every database: the card is reproducible
         pay = {k: {"entries": n, "yen": int(y or 0)} for k, n, y in paid}
         reviews = dict(s.execute(select(ReviewEvent.action, func.count()).group_by(ReviewEvent.action)).all())
     per_round = {}

@@ -91,13 +91,15 @@ def _evaluation(study: Study) -> dict[str, Any]:
         try:
             result[name] = tables.table4(study.store, judge, sample, metrics=metrics)
         except UserError as exc:
-            result["why_no_table4"] = str(exc)
+            result["why_no_table4"] = result["why_no_table5"] = str(exc)
             return result
         tables.write(folder, name, result[name], tables.md4(result[name]))
         if len(panel_specs) > 1:
             result["panel"][name] = panel.panel_table4(study.store, panel_specs, sample, metrics=metrics)
             tables.write(folder, f"{name}_panel", result["panel"][name], panel.md_panel(result["panel"][name]))
-    if result["table4"] is None:
+    if result["table4"] is None:  # EPITOME only: bias, Table 5 and the plots are defined on the 7 metrics
+        if result["table4_epitome"] is not None:
+            result["why_no_table5"] = "Table 5 compares the paper's 7 metrics; this run judged EPITOME's 3 only"
         return result
     result["bias"] = tables.bias(study.store, judge, sample)
     tables.write(folder, "bias", result["bias"], tables.md_bias(result["bias"]))
