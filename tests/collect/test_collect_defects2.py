@@ -499,7 +499,7 @@ def test_admin_errors_are_japanese(web) -> None:  # type: ignore[no-untyped-def]
     """Regression: account and campaign errors reached the admin page in English ("user 'w1' already exists")."""
     from fastapi.testclient import TestClient
 
-    app, cl = web
+    app, _ = web
     users(app.state.store, ("root", "admin"))
     admin = TestClient(app)
     login(admin, "root")
