@@ -161,6 +161,17 @@ class LlamaCppLLM(LLM):
         with self._lock:
             return self._generate(tokens, params or GenParams())
 
+    def render_chat(self, messages: MessagesLike) -> str | None:
+        # score() tokenises with a BOS of its own, so the text leaves out the BOS that chat() would send
+        msgs = to_messages(messages)
+        if self.chat_format == "gemma":
+            return render_gemma(msgs)
+        if self.chat_format == "jinja":
+            bos = self._piece_special(self._llama.token_bos())
+            text = self._jinja_text(msgs)
+            return text[len(bos):] if text.startswith(bos) else text
+        return None
+
     def score(self, prompt: str, candidates: Sequence[str]) -> list[float]:
         with self._lock:
             return self._score(prompt, candidates)
@@ -251,13 +262,17 @@ class LlamaCppLLM(LLM):
     def _piece(self, token: int) -> str:
         return self._llama.detokenize([token]).decode("utf-8", errors="replace")
 
-    def _render_jinja(self, msgs: Sequence[Any]) -> list[int]:
+    def _jinja_text(self, msgs: Sequence[Any]) -> str:
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         bos = self._piece_special(self._llama.token_bos())
         eos = self._piece_special(self._llama.token_eos())
         fmt = Jinja2ChatFormatter(template=self._template or "", eos_token=eos, bos_token=bos)
-        prompt = fmt(messages=[m.model_dump() for m in msgs]).prompt
+        return fmt(messages=[m.model_dump() for m in msgs]).prompt
+
+    def _render_jinja(self, msgs: Sequence[Any]) -> list[int]:
+        bos = self._piece_special(self._llama.token_bos())
+        prompt = self._jinja_text(msgs)
         # templates usually write the BOS text themselves; do not add a second one
         return self.tokenize(prompt, add_bos=not prompt.startswith(bos))
 

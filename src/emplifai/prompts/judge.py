@@ -35,9 +35,15 @@ Lang = Literal["ja", "en"]
 LAYOUTS = ("standard", "blocks", "reversed")  # standard is the Table-4 layout; the others probe layout bias
 
 
-def rubric(metric: str, lang: Lang = "ja") -> str:
-    """The shared part of every prompt for this metric: role, definition, the five levels, output format."""
-    return render(f"judge_{metric}_{lang}.j2")
+#: score-only mode: the judge's answer is read after this prefix of it, from the probabilities of the digits 1–5
+SCORE_PREFIX = '{"score": '
+SCORE_DIGITS = ("1", "2", "3", "4", "5")
+
+
+def rubric(metric: str, lang: Lang = "ja", *, score_only: bool = False) -> str:
+    """The shared part of every prompt for this metric: role, definition, the five levels, output format
+    (``{"feedback", "score"}``, or ``{"score"}`` alone in score-only mode)."""
+    return render(f"judge_{metric}_{lang}.j2", score_only=score_only)
 
 
 def layout_dialogue(patient: str, supporter: str, layout: str = "standard", lang: Lang = "ja") -> str:
@@ -82,23 +88,25 @@ _EXAMPLES = (
 
 def messages(
     metric: str, *, emotion: str, situation: str, patient: str, supporter: str, layout: str = "standard",
-    lang: Lang = "ja", shots: int = 0,
+    lang: Lang = "ja", shots: int = 0, score_only: bool = False,
 ) -> list[dict[str, str]]:
-    """Rubric (shared), then ``shots`` worked examples (shared), then the item; no system message."""
+    """Rubric (shared), then ``shots`` worked examples (shared), then the item; no system message. In score-only
+    mode the rubric and the examples' answers are ``{"score": n}`` alone."""
     if not 0 <= shots <= len(_EXAMPLES):
         raise ValueError(f"shots must be between 0 and {len(_EXAMPLES)}")
     out: list[dict[str, str]] = []
     for ex in _EXAMPLES[:shots]:
         shown = item(emotion=ex["emotion"], situation=ex["situation"], patient=ex["patient"],
                      supporter=ex["supporter"], layout=layout, lang=lang)
-        answer = json.dumps({"feedback": ex[lang], "score": ex["score"]}, ensure_ascii=False)
+        shown_answer = {"score": ex["score"]} if score_only else {"feedback": ex[lang], "score": ex["score"]}
+        answer = json.dumps(shown_answer, ensure_ascii=False)
         out += [{"role": "user", "content": shown}, {"role": "assistant", "content": answer}]
     out.append({"role": "user", "content": item(emotion=emotion, situation=situation, patient=patient,
                                                 supporter=supporter, layout=layout, lang=lang)})
     # The rubric opens the first user turn rather than a system message: some servers' chat templates drop
     # system messages silently (llama.cpp's gemma format), and Gemma folds them into the first turn anyway,
     # so the in-process prompt is the same text either way.
-    out[0] = {"role": "user", "content": f"{rubric(metric, lang)}\n\n{out[0]['content']}"}
+    out[0] = {"role": "user", "content": f"{rubric(metric, lang, score_only=score_only)}\n\n{out[0]['content']}"}
     return out
 
 
@@ -214,6 +222,20 @@ def weighted_score(token_logprobs: Sequence[dict[str, Any]] | None) -> float | N
             probs[d] = probs.get(d, 0.0) + math.exp(lp)
     total = sum(probs.values())
     return sum(s * p for s, p in probs.items()) / total if total > 0 else None
+
+
+def expected_score(logps: Sequence[float]) -> tuple[int, float, list[float]] | None:
+    """Score-only mode: from the log-probabilities of the answers 1–5 (in that order), the most probable score,
+    the G-Eval expectation E[s] = Σ p(s)·s over the renormalised five, and those probabilities. None when the
+    values are unusable (not five, not finite)."""
+    if len(logps) != len(SCORE_DIGITS) or not all(math.isfinite(x) for x in logps):
+        return None
+    m = max(logps)
+    weights = [math.exp(x - m) for x in logps]
+    total = sum(weights)
+    probs = [w / total for w in weights]
+    best = max(range(5), key=lambda i: (probs[i], -i))  # ties: the lower score
+    return best + 1, sum((i + 1) * p for i, p in enumerate(probs)), probs
 
 
 def _digit(token: str) -> int | None:

@@ -100,6 +100,7 @@ class JudgeSection(_Section):
     metrics: list[str] | None = None
     shots: int = Field(2, ge=0, le=2)
     allow_self_judge: bool = False
+    score_only: bool = False  # read the score from the probabilities of 1–5, no feedback text (in process)
     limit: int | None = Field(None, ge=1)
     concurrency: int = Field(1, ge=1)
 
@@ -292,7 +293,8 @@ class Study:
 
         j = self.cfg.judge
         cfg = JudgeConfig(spec=j.judge, sample=self.cfg.sample.name, metrics=tuple(j.metrics or METRICS),
-                          shots=j.shots, allow_self=j.allow_self_judge, limit=j.limit, concurrency=j.concurrency)
+                          shots=j.shots, allow_self=j.allow_self_judge, limit=j.limit, concurrency=j.concurrency,
+                          score_only=j.score_only)
         r = judge(self.store, cfg, progress=self._bar(f"judge {j.judge}", None))
         if r.failed:
             self.notify(f"[judge] {r.failed} judgement(s) failed after retries; stored with raw output")
