@@ -316,8 +316,8 @@ def _multi_sequence_context(llama_cpp: Any, llama: Any, n_seq_max: int, verbose:
     adapter is applied to the new context as llama-cpp-python applied it to its own."""
     from llama_cpp import _internals
 
-    if not 1 <= n_seq_max <= llama_cpp.llama_max_parallel_sequences():
-        raise LLMError(f"n_seq_max must be between 1 and {llama_cpp.llama_max_parallel_sequences()}, got {n_seq_max}")
+    if not 2 <= n_seq_max <= llama_cpp.llama_max_parallel_sequences():  # sequence 0 + at least one candidate
+        raise LLMError(f"n_seq_max must be between 2 and {llama_cpp.llama_max_parallel_sequences()}, got {n_seq_max}")
     params = llama.context_params
     params.n_seq_max = n_seq_max
     params.kv_unified = True
