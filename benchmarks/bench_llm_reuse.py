@@ -146,6 +146,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--before", type=Path, required=False, help="src/ folder of the code before the change")
     ap.add_argument("--items", type=int, default=84)
     ap.add_argument("--judge-items", type=int, default=6, help="dialogues per metric (2 metrics)")
+    ap.add_argument("--parts", nargs="+", default=["predict", "judge", "score-only-run"],
+                    choices=["predict", "judge", "score-only-run"],
+                    help="score-only-run: the score-only judge alone, consecutively (its real order), in after")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     if args.worker:
@@ -153,7 +156,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return {}
     if args.before is None:
         ap.error("--before is required")
-    prompts = demo_prompts(args.items)
+    prompts = demo_prompts(args.items) if "predict" in args.parts else []
     before, after = Worker("before", args.before), Worker("after", HERE.parents[1] / "src")
     load0 = os.getloadavg()
     t_start = time.perf_counter()
@@ -177,8 +180,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               f"prompt {a['after']['s']:.2f}s", file=sys.stderr, flush=True)
     judge: dict[str, list[Any]] = {"before_s": [], "after_s": [], "score_only_s": [], "before": [], "after": [],
                                    "score_only": [], "weighted": []}
-    for i, (msgs, so_msgs) in enumerate(zip(judge_messages(args.judge_items), score_only_messages(args.judge_items),
-                                            strict=True)):
+    pairs = list(zip(judge_messages(args.judge_items), score_only_messages(args.judge_items), strict=True))
+    for i, (msgs, so_msgs) in enumerate(pairs if "judge" in args.parts else []):
         r = interleaved([before, after], i, op="judge", messages=msgs)
         so = after.ask(op="score_only", messages=so_msgs)
         for name in ("before", "after"):
@@ -189,6 +192,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         judge["weighted"].append(so["out"]["weighted"] if so["out"] else None)
         print(f"judge {i + 1}: before {r['before']['s']:.2f}s after {r['after']['s']:.2f}s score-only "
               f"{so['s']:.2f}s", file=sys.stderr, flush=True)
+    run: dict[str, list[Any]] = {"s": [], "scores": []}
+    for _msgs, so_msgs in pairs if "score-only-run" in args.parts else []:
+        # metric by metric with nothing in between, as `emplifai judge --score-only` runs: the rubric is reused
+        so = after.ask(op="score_only", messages=so_msgs)
+        run["s"].append(so["s"])
+        run["scores"].append(so["out"])
     before.close()
     after.close()
     result = {
@@ -196,8 +205,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "python": platform.python_version(), "before_src": str(args.before),
         "loadavg_before": [round(x, 2) for x in load0], "loadavg_after": [round(x, 2) for x in os.getloadavg()],
         "wall_s": round(time.perf_counter() - t_start, 1), "items": len(prompts),
-        "predict": _predict_summary(predict, diffs, same_top),
-        "judge": _judge_summary(judge),
+        "predict": _predict_summary(predict, diffs, same_top) if prompts else None,
+        "judge": _judge_summary(judge) if judge["after"] else None,
+        "score_only_run": {
+            "s_per_judgement": round(statistics.fmean(run["s"]), 2) if run["s"] else None,
+            # the same numbers as in the interleaved pass: the cache state never changes a value
+            "same_as_interleaved": [o["score"] if o else None for o in run["scores"]] == judge["score_only"]
+            and [o["weighted"] if o else None for o in run["scores"]] == judge["weighted"] if judge["after"] else None,
+            "scores": run["scores"],
+        },
     }
     text = json.dumps(result, ensure_ascii=False, indent=2)
     print(text)
