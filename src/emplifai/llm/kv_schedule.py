@@ -16,7 +16,8 @@ therefore make numbers depend on call history. Instead every decode here follows
 * ``continuations``: all candidates of a score call in one batch, one sequence per candidate sharing the prompt's
   cells (``llama_memory_seq_cp``), deduplicated and sorted, so the batch depends on the prompt and the *set* of
   candidates only. A candidate's numbers therefore depend on which other candidates share its batch (the same
-  rounding effect, ~1e-3 nat; see tests/llm/test_llm_kv_schedule.py): always pass the same candidate list.
+  rounding effect: up to ~0.35 nat against each candidate decoded alone, see BENCHMARKS.md): always pass the
+  same candidate list.
 
 The invariant that makes this safe: at the start of every decode, sequence 0 holds exactly ``kv`` in cells
 ``0..len(kv)-1`` and no other sequence holds anything (``llama_memory_seq_keep(0)`` after each batch).

@@ -181,7 +181,7 @@ class LlamaCppLLM(LLM):
 
         ``single_pass=False`` keeps score()'s decode schedule (prompt, then candidate) but decodes each candidate
         in a batch of its own, recomputing the prompt every time: it checks the prompt's reuse and the cell
-        sharing of the candidates' batch, to the rounding that batch composition causes (~1e-3 nat).
+        sharing of the candidates' batch, to the rounding that batch composition causes (up to ~0.35 nat seen).
         ``single_pass=True`` decodes prompt + candidate in one sequence, the naive way; llama.cpp's CPU kernels give
         slightly different logits for different batch shapes (ggml-org/llama.cpp#4479), so expect ~0.1 nat.
         """
