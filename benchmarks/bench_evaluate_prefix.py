@@ -8,9 +8,9 @@ runs the same judge prompts in that order and interleaved (metric changes at eve
   ``python -m llama_cpp.server`` (its Llama object also keeps the longest common prefix of the last request).
 
 Seen on the 2-core VM: 57% of prompt tokens are reusable in metric-major order vs 5% interleaved. The server
-gained from it; the in-process backend did not, because ``LlamaCppLLM._generate`` clears the KV cache before
-every generation (same prompt -> same output whatever ran before) — a reproducibility choice of the LLM layer,
-so in process the reuse is potential only.
+gained from it. The in-process backend first did not (it cleared its KV cache before every call, for
+reproducibility); since issue 16 it decodes in fixed, position-aligned chunks and reuses cached whole chunks,
+with bit-identical outputs (``emplifai.llm.kv_schedule``), so it gains from the order too.
 
     python benchmarks/bench_evaluate_prefix.py --items 4 --metrics fluency security \\
         --out results/bench_evaluate_prefix.json

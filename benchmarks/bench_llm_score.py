@@ -2,10 +2,12 @@
 
 For each item (a ~300-token Japanese prompt that lists the 28 emotion labels), time
   prompt   evaluating the prompt alone (the floor for any scoring method),
-  score    ``LLM.score(prompt, 28 labels)``: prompt once, then each label from the cached prefix,
+  score    ``LLM.score(prompt, 28 labels)``: the prompt once (its cached whole chunks reused from the previous
+           item), then all labels in one batch, one sequence per label sharing the prompt's KV cells,
   naive    28 independent evaluations of prompt + label (what scoring costs without the KV cache),
 and report how far the two methods' scores are apart (llama.cpp rounds differently for different batch
-shapes, so they are close, not identical).
+shapes, so they are close, not identical). benchmarks/bench_llm_reuse.py measures the same against the code
+before issue 16, interleaved, on the demo's prompts.
 
     python benchmarks/bench_llm_score.py --items 3 --out results/bench_llm_score.json
 """

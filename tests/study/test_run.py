@@ -55,6 +55,12 @@ def test_demo_config_is_valid():
     assert cfg.dataset.sample and cfg.sample.seed == 42 and cfg.predict.models == ["embedded"]
 
 
+def test_judge_score_only_is_a_config_key_off_by_default(tmp_path):
+    assert load_config(write(tmp_path, TINY)).judge.score_only is False
+    on = load_config(write(tmp_path, TINY + "score_only = true\n"))
+    assert on.judge.score_only is True
+
+
 @pytest.mark.parametrize(
     ("text", "key"),
     [
@@ -64,6 +70,7 @@ def test_demo_config_is_valid():
         ("[dataset]\nsample = true\npath = 'x.jsonl'\n", "dataset"),
         ("stages = ['validate', 'teleport']\n", "stages.1"),
         ("[judg]\njudge = 'embedded'\n", "judg"),
+        ("[judge]\nscore_only = 'sometimes'\n", "judge.score_only"),
     ],
 )
 def test_config_errors_name_the_key(tmp_path, text, key):

@@ -91,6 +91,9 @@ def judge(
     lang: Annotated[str, typer.Option(help="Rubric language: ja or en.")] = "ja",
     shots: Annotated[int, typer.Option(help="Worked examples before the item (0–2).")] = 2,
     weighted: Annotated[bool, typer.Option(help="G-Eval probability-weighted score (needs logprobs).")] = False,
+    score_only: Annotated[bool, typer.Option(
+        "--score-only", help="No feedback text: read the score from the probabilities of 1–5 (one decode step; "
+        "in-process backends).")] = False,
     retries: Annotated[int, typer.Option(help="Extra attempts for an invalid answer.")] = 2,
     max_tokens: Annotated[int, typer.Option()] = 160,
     temperature: Annotated[float, typer.Option()] = 0.0,
@@ -126,6 +129,7 @@ def judge(
     for spec in judge_spec:  # the blind rule is checked for each judge of the panel
         cfg = JudgeConfig(spec=spec, sample=sample_name, sources=tuple(source) if source else None,
                           metrics=metrics, repeats=repeats, layout=layout, lang=lang, shots=shots, weighted=weighted,
+                          score_only=score_only,
                           retries=retries, max_tokens=max_tokens, temperature=temperature, seed=seed,
                           concurrency=concurrency, allow_self=allow_self_judge, retry_failed=retry_failed,
                           replace=replace, limit=limit, constrained=constrained)

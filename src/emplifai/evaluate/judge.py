@@ -12,12 +12,17 @@
   to the LLM signatures) unless ``allow_self`` is set.
 * ``repeats`` independent judgements per item (seed + repeat index) give the per-item spread; with
   ``weighted`` the backend's top log-probabilities at the score token give a G-Eval expected score.
+* ``score_only`` (off by default): no feedback paragraph; the answer is read after its prefix ``{"score": `` from
+  the probabilities of 1–5 (``LLM.score`` on the rendered chat prompt: one decode step on the embedded model
+  instead of up to 160 tokens). The score is the most probable digit, ``weighted`` the G-Eval expectation.
+  Needs a backend that renders its chat template locally (``LLM.render_chat``).
 * Judgements are ordered metric by metric so consecutive prompts share the rubric prefix (prompt cache), and
   stored chunk by chunk: an interrupted run resumes where it stopped.
 """
 
 from __future__ import annotations
 
+import json
 import statistics
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -33,7 +38,7 @@ from emplifai.evaluate import rubrics
 from emplifai.evaluate.rubrics import JUDGE_METRICS, METRICS, check_metrics
 from emplifai.evaluate.sample import require_sample
 from emplifai.llm import registry
-from emplifai.llm.base import LLM, GenParams, LLMFailure, schema_text
+from emplifai.llm.base import LLM, GenParams, LLMError, LLMFailure, schema_text
 from emplifai.prompts import judge as jp
 from emplifai.store.db import Store
 from emplifai.store.evaluation import HUMAN_SOURCE, Generation, JudgeScore
@@ -58,6 +63,7 @@ class JudgeConfig(BaseModel):
     lang: str = "ja"
     shots: int = 2
     weighted: bool = False
+    score_only: bool = False
     retries: int = 2
     max_tokens: int = 160
     temperature: float = 0.0
@@ -71,7 +77,7 @@ class JudgeConfig(BaseModel):
 
     @property
     def prompt_version(self) -> str:
-        return f"{jp.PROMPT_VERSION}/{self.lang}/{self.shots}shot"
+        return f"{jp.PROMPT_VERSION}/{self.lang}/{self.shots}shot" + ("/score-only" if self.score_only else "")
 
 
 @dataclass
@@ -172,6 +178,12 @@ def judge(store: Store, cfg: JudgeConfig, *, progress: Callable[[int], None] | N
     model = llm or registry.load_model(cfg.spec)
     try:
         judge_sig = model.signature()
+        if cfg.score_only and model.render_chat([{"role": "user", "content": "確認"}]) is None:
+            raise UserError(
+                f"the judge {cfg.spec!r} cannot judge in score-only mode: it reads the score from the model's "
+                "probabilities after the chat prompt, and this backend does not render its chat template locally "
+                "(OpenAI-compatible servers apply their own); use the default mode, with --weighted if it gives "
+                "log-probabilities")
         check_blind(cfg.spec, {"llm": judge_sig}, [g for g, _ in rows], cfg.allow_self)
         done = _existing(store, cfg, [g.id for g, _ in rows])
         report = JudgeReport()
@@ -179,6 +191,10 @@ def judge(store: Store, cfg: JudgeConfig, *, progress: Callable[[int], None] | N
         base_sig = {"judge": cfg.spec, "llm": judge_sig, "lang": cfg.lang, "shots": cfg.shots, "layout": cfg.layout,
                     "retries": cfg.retries, "weighted": cfg.weighted, "constrained": cfg.constrained,
                     "parser": jp.PARSER_VERSION, "emplifai": __version__}
+        if cfg.score_only:
+            base_sig |= {"score_only": True, "answer_prefix": jp.SCORE_PREFIX, "constrained": False,
+                         "rule": "score = most probable answer of the metric's scale after the prefix; "
+                                 "weighted = its expectation"}
         for metric in cfg.metrics:
             for r in range(cfg.repeats):
                 for g, sit in rows:
@@ -194,7 +210,8 @@ def judge(store: Store, cfg: JudgeConfig, *, progress: Callable[[int], None] | N
                     else:
                         msgs = jp.messages(metric, emotion=sit.emotion, situation=sit.text, patient=g.patient or "",
                                            supporter=g.supporter or "", layout=cfg.layout, lang=cfg.lang,
-                                           shots=cfg.shots, examples=rubrics.BY_KEY[metric].examples)  # type: ignore[arg-type]
+                                           shots=cfg.shots, examples=rubrics.BY_KEY[metric].examples,  # type: ignore[arg-type]
+                                           score_only=cfg.score_only)
                         tasks.append(_Task(g.id, metric, r, msgs))
         if on_total is not None:
             on_total(len(tasks) + len(rule_rows))
@@ -206,7 +223,8 @@ def judge(store: Store, cfg: JudgeConfig, *, progress: Callable[[int], None] | N
                 progress(len(rule_rows))
         for c0 in range(0, len(tasks), CHUNK):
             chunk = tasks[c0 : c0 + CHUNK]
-            out = _run_chunk(model, cfg, chunk, base_sig, report)
+            run = _score_only_chunk if cfg.score_only else _run_chunk
+            out = run(model, cfg, chunk, base_sig, report)
             with store.transaction() as s:
                 s.add_all(out)
             if progress is not None:
@@ -298,6 +316,38 @@ def parse_answer(text: str, metric: str) -> jp.Judgement:
     """Parse one raw answer on the metric's scale. An answer cut at the stop string "}" gets its brace back."""
     fixed = text if text.rstrip().endswith("}") else text + "}"
     return jp.parse_judgement(fixed, rubrics.scale(metric))
+
+
+def _score_only_chunk(model: LLM, cfg: JudgeConfig, chunk: list[_Task], base_sig: dict[str, Any],
+                      report: JudgeReport) -> list[JudgeScore]:
+    """One score() call per judgement: every answer of the metric's scale after the answer prefix, no text
+    generated, no retries (the numbers are deterministic)."""
+    out = []
+    for t in chunk:
+        row = JudgeScore(generation_id=t.gen_id, judge=cfg.spec, metric=t.metric, layout=cfg.layout, repeat=t.repeat,
+                         attempts=1, signature=base_sig, prompt_version=cfg.prompt_version, feedback=None)
+        report.attempts += 1
+        scale = rubrics.scale(t.metric)
+        digits = jp.score_digits(scale)
+        try:
+            prompt = (model.render_chat(t.messages) or "") + jp.SCORE_PREFIX
+            logps = model.score(prompt, list(digits))
+        except LLMError as exc:
+            logps, row.failure = None, f"backend: {exc}"
+        read = jp.expected_score(logps, scale) if logps is not None else None
+        if read is None:
+            row.failure = row.failure or f"unusable log-probabilities for {digits[0]}–{digits[-1]}: {logps!r}"[:500]
+            row.raw = repr(logps)  # may hold NaN/inf: kept as text, never as JSON
+            report.failed += 1
+            report.failures.append(f"generation {t.gen_id} {t.metric} #{t.repeat}: {row.failure}")
+        else:
+            row.score, row.weighted, probs = read
+            row.raw = json.dumps({"answer_prefix": jp.SCORE_PREFIX, "logprobs": dict(zip(digits, logps,
+                                 strict=True)), "p": dict(zip(digits, probs, strict=True))},
+                                 ensure_ascii=False)
+            report.scored += 1
+        out.append(row)
+    return out
 
 
 def _join(raws: list[str]) -> str:

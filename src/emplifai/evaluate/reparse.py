@@ -3,7 +3,8 @@
 No model is called. Every judgement keeps every raw attempt (``JudgeScore.raw``), so a parser fix (a new
 ``prompts.judge.PARSER_VERSION``) can turn stored failures into scores, or scores into failures, without
 paying for the judge again. Per row the first attempt the current parser accepts wins, as in the judge run;
-rule scores (malformed generations) are not the judge's answers and stay as they are. Each row records the
+rule scores (malformed generations) and score-only rows (read from log-probabilities) are not parsed answers
+and stay as they are. Each row records the
 parser version it was read with and what it was before (signature ``reparsed``).
 """
 
@@ -55,6 +56,8 @@ def reparse(store: Store, judge_spec: str, sample: str | None = None, *, dry_run
         if sample is not None:
             q = q.join(Generation, Generation.id == JudgeScore.generation_id).where(Generation.sample_name == sample)
         for row in s.scalars(q.order_by(JudgeScore.id)):
+            if (row.signature or {}).get("score_only"):
+                continue  # read from log-probabilities, not parsed from text: nothing to re-read
             report.rows += 1
             before = (row.score, row.failure)
             texts = split_attempts(row.raw, row.attempts)

@@ -215,6 +215,14 @@ class LLM(abc.ABC):
     def _complete_or_failure(self, prompt: str, params: GenParams | None) -> Completion | LLMFailure:
         return as_failure(lambda: self.complete(prompt, params))
 
+    def render_chat(self, messages: MessagesLike) -> str | None:
+        """The exact text :meth:`chat` feeds the model for ``messages`` (its chat template applied, ready for the
+        model's answer), where the backend renders the template itself; None where only a server knows it.
+
+        ``score(render_chat(msgs) + prefix, candidates)`` then reads the model's answer distribution after a
+        prefix of its own answer (the judge's score-only mode)."""
+        return None
+
     def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing to release
         """Release model memory / HTTP connections. Safe to call twice."""
 

@@ -64,6 +64,9 @@ class CachedLLM(LLM):
         key = self.key("chat", params, [m.model_dump() for m in msgs])
         return self._cached_completion(key) or self._store_completion(key, self.inner.chat(msgs, params))
 
+    def render_chat(self, messages: MessagesLike) -> str | None:
+        return self.inner.render_chat(messages)
+
     def score(self, prompt: str, candidates: Sequence[str]) -> list[float]:
         key = self.key("score", None, {"prompt": prompt, "candidates": list(candidates)})
         hit = self._read(key)

@@ -1,20 +1,23 @@
 """llama.cpp backend (any GGUF file, optional GGUF LoRA adapter) through llama-cpp-python.
 
 We use llama-cpp-python to load the model, tokenise and call ``llama_decode``, but drive the KV cache
-ourselves: every decode asks for logits only at the positions we need. That makes
+ourselves (:mod:`emplifai.llm.kv_schedule`): every decode asks for logits only at the positions we need. That makes
 
-* ``score()`` evaluate a shared prompt once and each candidate from the cached prefix (roll the KV cache
-  back to the prompt length, decode only the candidate's tokens), and
+* prompts decoded in fixed, position-aligned chunks, so that a cached prefix made of whole chunks (the 28-label
+  header of the predict prompt, the judge's rubric, the instructions and few-shot documents of generate and
+  synth) is reused across calls and still gives bit-identical numbers to a decode from scratch;
+* ``score()`` evaluate a shared prompt once and all candidates in one batch, one sequence per candidate sharing
+  the prompt's KV cells;
 * per-token log-probabilities cheap (llama-cpp-python's own path needs ``logits_all=True``, which computes
   and copies a 262,144-wide row for every prompt token of Gemma 3).
 
-Reproducibility: llama.cpp's CPU kernels round differently for different batch shapes (a position's logits
-move by up to ~1 logit, ~0.5 nat in a log-prob, when the same tokens are decoded in other chunks), so a
-call never reuses KV state left by an *earlier* call: each ``complete``/``chat``/``score`` starts from a
-cleared cache and the same inputs always get the same decode schedule and the same numbers.
+Reproducibility: llama.cpp's CPU kernels round differently for different batch shapes, so the same inputs must
+always meet the same decode schedule; kv_schedule explains how the schedule is made a function of the tokens
+alone, whatever ran before.
 
 The context is created with ``swa_full=True``: Gemma 3 uses sliding-window attention and the default
-(small) SWA cache may already have overwritten positions that a rollback needs again.
+(small) SWA cache may already have overwritten positions that a rollback needs again; and with a unified KV
+cache of ``n_seq_max`` sequences, so that score candidates share the prompt's cells.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import os
 import sys
 import threading
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +35,7 @@ import numpy as np
 
 from emplifai.provenance import dist_version, file_sha256
 
-from . import decoding
+from . import decoding, kv_schedule
 from .base import (
     LLM,
     BackendUnavailable,
@@ -57,6 +60,8 @@ class LlamaCppLLM(LLM):
         lora_scale: float = 1.0,
         n_ctx: int = 4096,
         n_batch: int = 512,
+        decode_chunk: int = kv_schedule.DEFAULT_CHUNK,
+        n_seq_max: int = 32,
         n_threads: int | None = None,
         chat_format: str | None = None,
         model_sha256: str | None = None,
@@ -97,15 +102,16 @@ class LlamaCppLLM(LLM):
             )
         except (ValueError, RuntimeError) as exc:
             raise BackendUnavailable(f"llama.cpp could not load {self.model_path}: {exc}") from exc
+        ctx = _multi_sequence_context(llama_cpp, self._llama, n_seq_max, verbose)
         # Free the native model before interpreter teardown: llama-cpp-python's own __del__ at exit raises
         # "TypeError: 'NoneType' object is not callable" once its ctypes module is already gone.
-        self._finalizer = weakref.finalize(self, self._llama.close)
+        self._finalizer = weakref.finalize(self, _close, ctx, self._llama)
         self._model_sha256 = model_sha256
-        self._n_vocab = self._llama.n_vocab()
         self._n_batch = self._llama.n_batch
         self._vocab = llama_cpp.llama_model_get_vocab(self._llama.model)
-        self._memory = llama_cpp.llama_get_memory(self._llama.ctx)
-        self._kv: list[int] = []  # tokens whose keys/values are in the cache, positions 0..len-1
+        self._dec = kv_schedule.Decoder(
+            llama_cpp, self._llama.ctx, self._llama._batch.batch, n_vocab=self._llama.n_vocab(), chunk=decode_chunk,
+            n_batch=self._n_batch, n_seq_max=n_seq_max, n_ctx=n_ctx)
         self._lock = threading.RLock()
         meta = self._llama.metadata
         self.architecture = meta.get("general.architecture", "")
@@ -131,11 +137,14 @@ class LlamaCppLLM(LLM):
             "adapter_sha256": file_sha256(self.lora_path) if self.lora_path else None,
             "lora_scale": self.lora_scale if self.lora_path else None,
             "n_ctx": self.n_ctx,
-            # logits depend (slightly) on how tokens are batched, so the chunk size is part of the identity;
+            # logits depend (slightly) on how tokens are batched, so the schedule is part of the identity;
             # the thread count is not (checked: 1 and 2 threads give identical scores and text)
             "n_batch": self._n_batch,
+            "decode_chunk": self._dec.chunk,
+            "score_batch": self._dec.n_seq_max - 1,
             "chat_format": self.chat_format,
-            "versions": {"llama_cpp_python": dist_version("llama-cpp-python"), "decode_loop": decoding.LOOP_VERSION},
+            "versions": {"llama_cpp_python": dist_version("llama-cpp-python"), "decode_loop": decoding.LOOP_VERSION,
+                         "decode_schedule": kv_schedule.SCHEDULE_VERSION},
         }
 
     def complete(self, prompt: str, params: GenParams | None = None) -> Completion:
@@ -153,6 +162,17 @@ class LlamaCppLLM(LLM):
         with self._lock:
             return self._generate(tokens, params or GenParams())
 
+    def render_chat(self, messages: MessagesLike) -> str | None:
+        # score() tokenises with a BOS of its own, so the text leaves out the BOS that chat() would send
+        msgs = to_messages(messages)
+        if self.chat_format == "gemma":
+            return render_gemma(msgs)
+        if self.chat_format == "jinja":
+            bos = self._piece_special(self._llama.token_bos())
+            text = self._jinja_text(msgs)
+            return text[len(bos):] if text.startswith(bos) else text
+        return None
+
     def score(self, prompt: str, candidates: Sequence[str]) -> list[float]:
         with self._lock:
             return self._score(prompt, candidates)
@@ -160,20 +180,21 @@ class LlamaCppLLM(LLM):
     def score_reference(self, prompt: str, candidates: Sequence[str], *, single_pass: bool = False) -> list[float]:
         """Slow reference for :meth:`score`, for tests and benchmarks: each candidate from a cleared cache.
 
-        ``single_pass=False`` keeps score()'s decode schedule (prompt, then candidate) but recomputes the prompt
-        for every candidate, so it checks the KV-cache rollback exactly. ``single_pass=True`` decodes prompt +
-        candidate in one batch, the naive way; llama.cpp's CPU kernels give slightly different logits for
-        different batch shapes (ggml-org/llama.cpp#4479), so expect ~0.1 nat differences, not 1e-6.
+        ``single_pass=False`` keeps score()'s decode schedule (prompt, then candidate) but decodes each candidate
+        in a batch of its own, recomputing the prompt every time: it checks the prompt's reuse and the cell
+        sharing of the candidates' batch, to the rounding that batch composition causes (up to ~0.35 nat seen).
+        ``single_pass=True`` decodes prompt + candidate in one sequence, the naive way; llama.cpp's CPU kernels give
+        slightly different logits for different batch shapes (ggml-org/llama.cpp#4479), so expect ~0.1 nat.
         """
         with self._lock:
             out = []
             for cand in candidates:
+                self._clear()
                 if not single_pass:
                     out.extend(self._score(prompt, [cand]))
                     continue
                 p, full = self.tokenize(prompt), self.tokenize(prompt + cand)
                 k = decoding.common_prefix_len(p, full)
-                self._clear()
                 total = float(self._eval_targets(full, k - 1).sum())
                 if k < len(p):
                     self._clear()
@@ -198,50 +219,43 @@ class LlamaCppLLM(LLM):
             return []
         p = self.tokenize(prompt)
         n = len(p)
-        # Always start from a cleared cache: llama.cpp's logits depend slightly on how tokens were batched,
-        # so reusing KV from an unrelated earlier call would make scores depend on call history.
-        self._clear()
-        first = decoding.log_softmax(self._eval_last(p))  # the prompt, evaluated once
-        scores: list[float] = [0.0] * len(candidates)
-        merged: list[tuple[int, list[int], int]] = []
-        for i, cand in enumerate(candidates):
-            full = self.tokenize(prompt + cand)
-            k = decoding.common_prefix_len(p, full)
-            if k < n:
-                merged.append((i, full, k))
-            elif len(full) > n:
-                # Roll back to the prompt and decode only the candidate's tokens (all but its last one:
-                # nothing needs the distribution after it). Single-token candidates cost nothing.
-                scores[i] = float(first[full[n]] + self._eval_targets(full, n).sum())
-        for j, (i, full, k) in enumerate(merged):
+        first = decoding.log_softmax(self._eval_last(p))  # the prompt; its cached chunks are reused
+        fulls = [self.tokenize(prompt + cand) for cand in candidates]
+        conts: dict[int, tuple[int, ...]] = {}
+        merged: list[int] = []
+        for i, full in enumerate(fulls):
+            if decoding.common_prefix_len(p, full) < n:
+                merged.append(i)
+            else:
+                conts[i] = tuple(full[n:])
+        # every candidate's tokens in one batch (all but its last token: nothing needs the distribution after it);
+        # single-token candidates are read off the prompt's last row and cost nothing
+        rest = self._dec.continuations(list(conts.values()))
+        scores = [0.0] * len(candidates)
+        for i, cont in conts.items():
+            scores[i] = float(first[cont[0]]) + rest[cont] if cont else 0.0
+        for i in merged:
             # The last prompt token merged with the candidate's start ("感" + "謝" -> "感謝"), so the candidate
-            # cannot be read off the cached distribution. Use the definition directly:
+            # cannot be read off the prompt's distribution. Use the definition directly:
             # log P(full[k:] | full[:k]) - log P(p[k:] | p[:k]), both from the shared k-token prefix.
+            k = decoding.common_prefix_len(p, fulls[i])
             if k == 0:
                 raise LLMError("cannot score: the model adds no BOS token and the first token differs")
-            if j:  # earlier fallbacks rewrote cache positions inside the prompt: rebuild it the same way
-                self._clear()
-                self._eval_last(p)
-            scores[i] = float(self._eval_targets(full, k - 1).sum() - self._eval_targets(p, k - 1).sum())
+            scores[i] = float(self._eval_targets(fulls[i], k - 1).sum() - self._eval_targets(p, k - 1).sum())
         return scores
 
     def _generate(self, tokens: list[int], params: GenParams) -> Completion:
         max_new = min(params.max_tokens, self.n_ctx - len(tokens))
         if max_new <= 0:
             raise LLMError(f"prompt of {len(tokens)} tokens leaves no room in n_ctx={self.n_ctx}")
-        self._clear()  # same prompt -> same decode schedule -> same output, whatever ran before
-        first = self._eval_last(tokens)
-
-        def step(token: int) -> np.ndarray:
-            return self._eval_last([*self._kv, token])
-
+        first = self._eval_last(tokens)  # same prompt -> same schedule -> same output, whatever ran before
         # a JSON schema is enforced by llama.cpp's grammar sampler inside our own loop (llm/grammar.py)
         constraint = JsonConstraint(self._lc, self._vocab, self._n_vocab, params.json_schema) \
             if params.json_schema else None
         try:
             out = decoding.generate(
                 first,
-                step,
+                self._dec.step,
                 detokenize=lambda toks: self._llama.detokenize(toks),
                 piece=self._piece,
                 is_eog=lambda t: bool(self._lc.llama_vocab_is_eog(self._vocab, t)),
@@ -259,32 +273,32 @@ class LlamaCppLLM(LLM):
     def _piece(self, token: int) -> str:
         return self._llama.detokenize([token]).decode("utf-8", errors="replace")
 
-    def _render_jinja(self, msgs: Sequence[Any]) -> list[int]:
+    def _jinja_text(self, msgs: Sequence[Any]) -> str:
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         bos = self._piece_special(self._llama.token_bos())
         eos = self._piece_special(self._llama.token_eos())
         fmt = Jinja2ChatFormatter(template=self._template or "", eos_token=eos, bos_token=bos)
-        prompt = fmt(messages=[m.model_dump() for m in msgs]).prompt
+        return fmt(messages=[m.model_dump() for m in msgs]).prompt
+
+    def _render_jinja(self, msgs: Sequence[Any]) -> list[int]:
+        bos = self._piece_special(self._llama.token_bos())
+        prompt = self._jinja_text(msgs)
         # templates usually write the BOS text themselves; do not add a second one
         return self.tokenize(prompt, add_bos=not prompt.startswith(bos))
 
     def _piece_special(self, token: int) -> str:
         return self._llama.detokenize([token], special=True).decode("utf-8", errors="replace")
 
-    # KV-cache management. self._kv mirrors what the cache holds; an evaluation keeps the longest common
-    # prefix with it (up to the first position whose logits are needed) and decodes only the rest.
+    # Evaluation through the decode schedule (kv_schedule): reuses cached whole chunks, decodes the rest.
     def _eval_last(self, tokens: list[int]) -> np.ndarray:
         out: list[np.ndarray] = []
         last = len(tokens) - 1
-        self._decode(
-            tokens, self._reusable(tokens, last), range(last, last + 1), lambda _i, row: out.append(row.copy())
-        )
+        self._dec.decode(tokens, range(last, last + 1), lambda _i, row: out.append(row.copy()))
         return out[0]
 
     def _eval_targets(self, tokens: list[int], first: int) -> np.ndarray:
-        """Return log P(tokens[i+1] | tokens[:i+1]) for i = first..len-2, i.e. the log-probs of tokens[first+1:],
-        decoding only what the cache does not already hold."""
+        """Return log P(tokens[i+1] | tokens[:i+1]) for i = first..len-2, i.e. the log-probs of tokens[first+1:]."""
         want = range(first, len(tokens) - 1)
         vals = np.zeros(len(want))
 
@@ -293,52 +307,47 @@ class LlamaCppLLM(LLM):
 
         if len(want):
             # the last token is never decoded: nothing needs the distribution after it
-            self._decode(tokens[:-1], self._reusable(tokens, first), want, take)
+            self._dec.decode(tokens[:-1], want, take)
         return vals
 
-    def _reusable(self, tokens: list[int], first_needed: int) -> int:
-        """How many cached tokens can stay: the common prefix, but position ``first_needed`` must be decoded
-        again because its logits are not kept."""
-        return min(decoding.common_prefix_len(self._kv, tokens), first_needed)
-
-    def _decode(self, tokens: list[int], start: int, want: range, take: Callable[[int, np.ndarray], None]) -> None:
-        """Truncate the cache to ``start`` tokens, decode ``tokens[start:]`` in n_batch chunks, and hand the
-        logits row of each position in ``want`` (absolute positions) to ``take`` (a view: copy to keep)."""
-        if len(tokens) > self.n_ctx:
-            raise LLMError(f"{len(tokens)} tokens exceed n_ctx={self.n_ctx}")
-        if start > len(self._kv) or self._kv[:start] != tokens[:start]:
-            raise AssertionError("KV cache prefix mismatch (bug)")
-        lc = self._lc
-        if not lc.llama_memory_seq_rm(self._memory, 0, start, -1):  # some cache types cannot cut partially
-            lc.llama_memory_clear(self._memory, True)
-            self._kv, start = [], 0
-        self._kv = self._kv[:start]
-        batch = self._llama._batch.batch  # reuse llama-cpp-python's preallocated llama_batch (n_batch slots)
-        for c0 in range(start, len(tokens), self._n_batch):
-            chunk = tokens[c0 : c0 + self._n_batch]
-            batch.n_tokens = len(chunk)
-            for j, tok in enumerate(chunk):
-                batch.token[j] = tok
-                batch.pos[j] = c0 + j
-                batch.n_seq_id[j] = 1
-                batch.seq_id[j][0] = 0
-                batch.logits[j] = (c0 + j) in want
-            rc = lc.llama_decode(self._llama.ctx, batch)
-            if rc != 0:
-                self._clear()
-                raise LLMError(f"llama_decode failed with code {rc}")
-            self._kv.extend(chunk)
-            for j in range(len(chunk)):
-                if (c0 + j) in want:
-                    ptr = lc.llama_get_logits_ith(self._llama.ctx, j)
-                    take(
-                        c0 + j,
-                        np.ctypeslib.as_array(ctypes.cast(ptr, ctypes.POINTER(ctypes.c_float)), shape=(self._n_vocab,)),
-                    )
-
     def _clear(self) -> None:
-        self._lc.llama_memory_clear(self._memory, True)
-        self._kv = []
+        self._dec.clear()
+
+    @property
+    def decode_stats(self) -> dict[str, int]:
+        """Tokens decoded and tokens taken from the cache since load, and llama_decode calls (for benchmarks)."""
+        return dict(self._dec.stats)
+
+
+def _multi_sequence_context(llama_cpp: Any, llama: Any, n_seq_max: int, verbose: bool) -> Any:
+    """Replace the Llama object's context by one with a unified KV cache of ``n_seq_max`` sequences.
+
+    llama-cpp-python opens a single-sequence context (several only in embedding mode), but batched scoring needs
+    one sequence per candidate sharing the prompt's cells. The context parameters are otherwise the same; a LoRA
+    adapter is applied to the new context as llama-cpp-python applied it to its own."""
+    from llama_cpp import _internals
+
+    if not 2 <= n_seq_max <= llama_cpp.llama_max_parallel_sequences():  # sequence 0 + at least one candidate
+        raise LLMError(f"n_seq_max must be between 2 and {llama_cpp.llama_max_parallel_sequences()}, got {n_seq_max}")
+    params = llama.context_params
+    params.n_seq_max = n_seq_max
+    params.kv_unified = True
+    old = llama._ctx
+    old.close()  # free its KV cache first; llama-cpp-python closes it again at exit, which is a no-op
+    ctx = _internals.LlamaContext(model=llama._model, params=params, verbose=verbose)
+    llama._ctx = ctx
+    adapter = getattr(llama, "_lora_adapter", None)
+    if adapter is not None:
+        adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(adapter)
+        scales = (ctypes.c_float * 1)(llama.lora_scale)
+        if llama_cpp.llama_set_adapters_lora(ctx.ctx, adapters, 1, scales):
+            raise BackendUnavailable(f"llama.cpp could not apply the LoRA adapter {llama.lora_path}")
+    return ctx
+
+
+def _close(ctx: Any, llama: Any) -> None:
+    ctx.close()  # before the model it belongs to
+    llama.close()
 
 
 # llama-cpp-python 0.3.36 maps ggml's log levels with a stale enum (it prints WARN as if it were ERROR and

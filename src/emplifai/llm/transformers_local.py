@@ -110,6 +110,9 @@ class TransformersLLM(LLM):
         with self._lock:
             return self._generate(tokens, params or GenParams())
 
+    def render_chat(self, messages: MessagesLike) -> str | None:
+        return render_gemma(to_messages(messages)) if self.chat_format == "gemma" else None
+
     def score(self, prompt: str, candidates: Sequence[str]) -> list[float]:
         with self._lock:
             return self._score(prompt, candidates)

@@ -46,9 +46,20 @@ Lang = Literal["ja", "en"]
 LAYOUTS = ("standard", "blocks", "reversed")  # standard is the Table-4 layout; the others probe layout bias
 
 
-def rubric(metric: str, lang: Lang = "ja") -> str:
-    """The shared part of every prompt for this metric: role, definition, the five levels, output format."""
-    return render(f"judge_{metric}_{lang}.j2")
+#: score-only mode: the judge's answer is read after this prefix of it, from the probabilities of the digits 1–5
+SCORE_PREFIX = '{"score": '
+SCORE_DIGITS = ("1", "2", "3", "4", "5")
+
+
+def score_digits(scale: Scale = PAPER_SCALE) -> tuple[str, ...]:
+    """The answers score-only mode compares: every score of the metric's scale, lowest first."""
+    return tuple(str(v) for v in range(scale[0], scale[1] + 1))
+
+
+def rubric(metric: str, lang: Lang = "ja", *, score_only: bool = False) -> str:
+    """The shared part of every prompt for this metric: role, definition, the five levels, output format
+    (``{"feedback", "score"}``, or ``{"score"}`` alone in score-only mode)."""
+    return render(f"judge_{metric}_{lang}.j2", score_only=score_only)
 
 
 def layout_dialogue(patient: str, supporter: str, layout: str = "standard", lang: Lang = "ja") -> str:
@@ -94,11 +105,13 @@ _EXAMPLES = (
 def messages(
     metric: str, *, emotion: str, situation: str, patient: str, supporter: str, layout: str = "standard",
     lang: Lang = "ja", shots: int = 0, examples: Sequence[tuple[int, str, str]] | None = None,
+    score_only: bool = False,
 ) -> list[dict[str, str]]:
     """Rubric (shared), then ``shots`` worked examples (shared), then the item; no system message.
 
     ``examples`` gives (score, feedback ja, feedback en) of each worked example for a rubric whose scale is not
-    the paper's (evaluate.rubrics holds them); by default the examples are rated 4 and 2 on 1–5."""
+    the paper's (evaluate.rubrics holds them); by default the examples are rated 4 and 2 on 1–5. In score-only
+    mode the rubric and the examples' answers are ``{"score": n}`` alone."""
     if not 0 <= shots <= len(_EXAMPLES):
         raise ValueError(f"shots must be between 0 and {len(_EXAMPLES)}")
     out: list[dict[str, str]] = []
@@ -106,14 +119,15 @@ def messages(
         shown = item(emotion=ex["emotion"], situation=ex["situation"], patient=ex["patient"],
                      supporter=ex["supporter"], layout=layout, lang=lang)
         score, ja, en = examples[k] if examples else (ex["score"], ex["ja"], ex["en"])
-        answer = json.dumps({"feedback": ja if lang == "ja" else en, "score": score}, ensure_ascii=False)
+        shown_answer = {"score": score} if score_only else {"feedback": ja if lang == "ja" else en, "score": score}
+        answer = json.dumps(shown_answer, ensure_ascii=False)
         out += [{"role": "user", "content": shown}, {"role": "assistant", "content": answer}]
     out.append({"role": "user", "content": item(emotion=emotion, situation=situation, patient=patient,
                                                 supporter=supporter, layout=layout, lang=lang)})
     # The rubric opens the first user turn rather than a system message: some servers' chat templates drop
     # system messages silently (llama.cpp's gemma format), and Gemma folds them into the first turn anyway,
     # so the in-process prompt is the same text either way.
-    out[0] = {"role": "user", "content": f"{rubric(metric, lang)}\n\n{out[0]['content']}"}
+    out[0] = {"role": "user", "content": f"{rubric(metric, lang, score_only=score_only)}\n\n{out[0]['content']}"}
     return out
 
 
@@ -244,6 +258,21 @@ def weighted_score(token_logprobs: Sequence[dict[str, Any]] | None, scale: Scale
             probs[d] = probs.get(d, 0.0) + math.exp(lp)
     total = sum(probs.values())
     return sum(s * p for s, p in probs.items()) / total if total > 0 else None
+
+
+def expected_score(logps: Sequence[float], scale: Scale = PAPER_SCALE) -> tuple[int, float, list[float]] | None:
+    """Score-only mode: from the log-probabilities of the scale's answers (lowest first), the most probable score,
+    the G-Eval expectation E[s] = Σ p(s)·s over the renormalised answers, and those probabilities. None when the
+    values are unusable (not one per score, not finite)."""
+    digits = score_digits(scale)
+    if len(logps) != len(digits) or not all(math.isfinite(x) for x in logps):
+        return None
+    m = max(logps)
+    weights = [math.exp(x - m) for x in logps]
+    total = sum(weights)
+    probs = [w / total for w in weights]
+    best = max(range(len(probs)), key=lambda i: (probs[i], -i))  # ties: the lower score
+    return scale[0] + best, sum((scale[0] + i) * p for i, p in enumerate(probs)), probs
 
 
 def _digit(token: str) -> int | None:

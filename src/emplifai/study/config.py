@@ -98,6 +98,7 @@ class JudgeSection(_Section):
     constrained: bool = True
     shots: int = Field(2, ge=0, le=2)
     allow_self_judge: bool = False
+    score_only: bool = False  # read the score from the probabilities of the scale's answers, no feedback text
     limit: int | None = Field(None, ge=1)
     concurrency: int = Field(1, ge=1)
 

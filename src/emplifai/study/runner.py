@@ -196,7 +196,7 @@ class Study:
         for spec in j.panel:  # each judge of a panel is checked by the blind rule on its own
             cfg = JudgeConfig(spec=spec, sample=self.cfg.sample.name, metrics=j.metric_keys, shots=j.shots,
                               allow_self=j.allow_self_judge, limit=j.limit, concurrency=j.concurrency,
-                              constrained=j.constrained)
+                              constrained=j.constrained, score_only=j.score_only)
             r = judge(self.store, cfg, progress=self._bar(f"judge {spec}", None))
             if r.failed:
                 self.notify(f"[judge] {spec}: {r.failed} judgement(s) failed after retries; stored with raw output")
