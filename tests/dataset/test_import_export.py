@@ -49,6 +49,10 @@ BAD_CASES = [
     ("turn too long", [record(0, patient="あ" * (io.MAX_TURN_CHARS + 1))], 1, "patient", "limit"),
     ("not a string", [record(0, patient=42)], 1, "patient", "must be a string"),
     ("bad status", [record(0, status="done")], 1, "status", "not one of"),
+    ("list as source", [record(0, source=["crowd"])], 1, "source", "not one of"),
+    ("null author", [record(0, author=None)], 1, "author", "must be a string"),
+    ("id too long", [record(0, dialogue_id="d" * 129)], 1, "dialogue_id", "longer than 128"),
+    ("lowercase label with a typo", [record(0, emotion="admirtion")], 1, "emotion", "unknown emotion"),
 ]
 
 
@@ -172,7 +176,7 @@ def test_removed_dialogues_are_not_exported_by_default(store, tmp_path):
 
 
 def test_many_batches_import_whole_and_a_late_duplicate_rolls_back_everything(store, tmp_path):
-    # 4,500 rows = three batches, so inserts run on the writer thread while later batches are checked.
+    # 4,500 rows = three batches: a duplicate of batch 1 on the last line is found through the store.
     n = 4500
     good = write_jsonl(tmp_path / "good.jsonl", [record(i, meta_note=f"n{i}") for i in range(n)])
     bad_rows = [record(i) for i in range(n)] + [record(7, patient="別の内容")]  # batch 1's id, last line

@@ -206,54 +206,29 @@ def _hf_rows(path: Path) -> Iterator[Row]:
 
 
 _KNOWN = frozenset((*REQUIRED, *OPTIONAL))
+_LIMITS = (("dialogue_id", MAX_ID_CHARS), ("situation_id", MAX_ID_CHARS), ("situation", MAX_SITUATION_CHARS),
+           ("patient", MAX_TURN_CHARS), ("supporter", MAX_TURN_CHARS))
+_CHOICES = (("source", SOURCES), ("status", STATUSES))  # tuples: a list or dict value must not raise
+_STRINGS = ("condition", "stage", "author")
 
 
 def check_record(row: Row) -> tuple[Record | None, list[Problem]]:
     """Validate one parsed row; every problem names the field."""
     assert row.data is not None
-    d, problems = row.data, []
-
-    def bad(fld: str, msg: str) -> None:
-        problems.append(Problem(row.file, row.line, fld, msg))
-
-    try:  # the common case in one pass; the loop below only runs to name what is wrong
+    d = row.data
+    try:  # the common, valid case in one pass; _problems names whatever is wrong
         text = {fld: d[fld].strip() for fld in REQUIRED}
     except (KeyError, AttributeError):
-        text = {}
-    if len(text) < len(REQUIRED) or not all(text.values()):
-        for fld in REQUIRED:
-            v = d.get(fld)
-            if v is None:
-                bad(fld, "missing")
-            elif not isinstance(v, str):
-                bad(fld, f"must be a string, got {type(v).__name__}")
-            elif not v.strip():
-                bad(fld, "empty or whitespace only")
-        return None, problems
-    for fld in ("dialogue_id", "situation_id"):
-        if len(d[fld]) > MAX_ID_CHARS:
-            bad(fld, f"longer than {MAX_ID_CHARS} characters")
+        return None, _problems(row)
     emotion = taxonomy.by_name(text["emotion"])
-    if emotion is None:
-        hint = taxonomy.normalise(d["emotion"])
-        tip = f" (did you mean {hint.en}?)" if hint else ""
-        bad("emotion", f"unknown emotion {d['emotion']!r}{tip}; use one of the 28 labels (English in any case, "
-                       "or the Japanese name of Table 1)")
-    for fld, limit in (("situation", MAX_SITUATION_CHARS), ("patient", MAX_TURN_CHARS), ("supporter", MAX_TURN_CHARS)):
-        if len(d[fld]) > limit:
-            bad(fld, f"{len(d[fld])} characters; the limit is {limit}")
-    for fld, allowed in (("source", SOURCES), ("status", STATUSES)):
-        if fld in d and d[fld] not in allowed:
-            bad(fld, f"{d[fld]!r} is not one of {', '.join(allowed)}")
-    for fld in ("condition", "stage", "author"):
-        if fld in d and not isinstance(d[fld], str):
-            bad(fld, f"must be a string, got {type(d[fld]).__name__}")
-    if problems:
-        return None, problems
+    if (emotion is None or not all(text.values()) or any(len(d[f]) > n for f, n in _LIMITS)
+            or any(f in d and d[f] not in ok for f, ok in _CHOICES)
+            or any(f in d and not isinstance(d[f], str) for f in _STRINGS)):
+        return None, _problems(row)
     return Record(
         dialogue_id=text["dialogue_id"],
         situation_id=text["situation_id"],
-        emotion=emotion.en,  # type: ignore[union-attr]
+        emotion=emotion.en,
         situation=text["situation"],
         patient=text["patient"],
         supporter=text["supporter"],
@@ -264,6 +239,44 @@ def check_record(row: Row) -> tuple[Record | None, list[Problem]]:
         author=d.get("author"),
         meta={k: v for k, v in d.items() if k not in _KNOWN} if len(d) > len(REQUIRED) else {},
     ), []
+
+
+def _problems(row: Row) -> list[Problem]:
+    """Every problem of a row that check_record refused, each naming its field (never empty)."""
+    assert row.data is not None
+    d, problems = row.data, []
+
+    def bad(fld: str, msg: str) -> None:
+        problems.append(Problem(row.file, row.line, fld, msg))
+
+    for fld in REQUIRED:
+        v = d.get(fld)
+        if v is None:
+            bad(fld, "missing")
+        elif not isinstance(v, str):
+            bad(fld, f"must be a string, got {type(v).__name__}")
+        elif not v.strip():
+            bad(fld, "empty or whitespace only")
+    if problems:
+        return problems
+    if taxonomy.by_name(d["emotion"]) is None:
+        hint = taxonomy.normalise(d["emotion"])
+        tip = f" (did you mean {hint.en}?)" if hint else ""
+        bad("emotion", f"unknown emotion {d['emotion']!r}{tip}; use one of the 28 labels (English in any case, "
+                       "or the Japanese name of Table 1)")
+    for fld, limit in _LIMITS:
+        if len(d[fld]) > limit:
+            what = f"longer than {limit} characters" if fld.endswith("_id") else \
+                f"{len(d[fld])} characters; the limit is {limit}"
+            bad(fld, what)
+    for fld, allowed in _CHOICES:
+        if fld in d and d[fld] not in allowed:
+            bad(fld, f"{d[fld]!r} is not one of {', '.join(allowed)}")
+    for fld in _STRINGS:
+        if fld in d and not isinstance(d[fld], str):
+            bad(fld, f"must be a string, got {type(d[fld]).__name__}")
+    assert problems, "check_record refused a row that has no problem"
+    return problems
 
 
 def write(records: Iterable[Record], path: Path, fmt: Format) -> int:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
@@ -46,9 +45,8 @@ class ImportReport:
 class _Batcher:
     """Checks a batch of valid records against the store and each other, then inserts the new ones.
 
-    The insert of one batch runs on a writer thread while the next batch is parsed and checked: the database
-    driver works without the GIL, so on two cores the two overlap. The session is never used by both at
-    once: each batch's look-ups wait for the previous insert first (see :meth:`drain`)."""
+    Inserting on a writer thread while the next batch is parsed was tried and measured: no gain, because
+    sqlite3 takes the GIL back for every row it binds, so the two threads only hand the lock to each other."""
 
     def __init__(self, session: Session | None, report: ImportReport, batch_id: str, write: bool):
         self.s, self.report, self.batch_id, self.write = session, report, batch_id, write
@@ -57,21 +55,6 @@ class _Batcher:
         self.pending: list[tuple[Row, Record]] = []
         # Situations seen in this file: few (one per ~15 dialogues) and needed for cross-batch conflicts.
         self.situations: dict[str, tuple[str, str, int]] = {}
-        self.writer = ThreadPoolExecutor(1, "emplifai-import") if session is not None and write else None
-        self.inserting: Future[None] | None = None
-
-    def drain(self) -> None:
-        """Wait for the insert in flight (re-raising its error): before a look-up, a commit or a rollback."""
-        if self.inserting is not None:
-            inserting, self.inserting = self.inserting, None
-            inserting.result()
-
-    def close(self) -> None:
-        try:
-            self.drain()
-        finally:
-            if self.writer is not None:
-                self.writer.shutdown()
 
     def add(self, row: Row, rec: Record) -> None:
         self.pending.append((row, rec))
@@ -85,7 +68,6 @@ class _Batcher:
         batch, self.pending = self.pending, []
         if not batch:
             return
-        self.drain()
         stored_sits = self._stored_situations({r.situation_id for _, r in batch})
         stored_dlgs = self._stored_dialogues({r.dialogue_id for _, r in batch})
         seen_ids: set[str] = set()
@@ -119,8 +101,8 @@ class _Batcher:
             )
         # Valid rows are inserted even after a problem elsewhere, so later duplicates are still caught;
         # the caller rolls the whole transaction back.
-        if self.writer is not None:
-            self.inserting = self.writer.submit(self._insert, new_sits, new_dlgs)
+        if self.s is not None and self.write:
+            self._insert(new_sits, new_dlgs)
         self.report.situations_added += len(new_sits)
         self.report.dialogues_added += len(new_dlgs)
 
@@ -198,26 +180,23 @@ def _scan(path: Path, session: Session | None, progress: Progress | None, write:
     report = ImportReport(file=str(path))
     batcher = _Batcher(session, report, uuid.uuid4().hex, write)
     unreported = 0
-    try:
-        for row in iter_rows(path):
-            report.rows += 1
-            unreported += 1
-            if progress and unreported == PROGRESS_EVERY:  # a bar redrawn per row costs more than the row
-                progress(unreported)
-                unreported = 0
-            if row.problem is not None:
-                report.problems.append(row.problem)
-                continue
-            rec, problems = check_record(row)
-            if problems:
-                report.problems.extend(problems)
-            else:
-                batcher.add(row, rec)  # type: ignore[arg-type]
-            if len(report.problems) >= MAX_PROBLEMS:
-                break
-        batcher.flush()
-    finally:
-        batcher.close()  # never leave an insert running on a session that is about to commit or roll back
+    for row in iter_rows(path):
+        report.rows += 1
+        unreported += 1
+        if progress and unreported == PROGRESS_EVERY:  # a bar redrawn per row costs more than the row
+            progress(unreported)
+            unreported = 0
+        if row.problem is not None:
+            report.problems.append(row.problem)
+            continue
+        rec, problems = check_record(row)
+        if problems:
+            report.problems.extend(problems)
+        else:
+            batcher.add(row, rec)  # type: ignore[arg-type]
+        if len(report.problems) >= MAX_PROBLEMS:
+            break
+    batcher.flush()
     if progress and unreported:
         progress(unreported)
     return report

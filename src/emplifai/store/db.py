@@ -33,8 +33,6 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def
     cur.execute("PRAGMA journal_mode=WAL")  # readers never block the single writer
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA busy_timeout=30000")
-    # 64 MiB of page cache (default 2 MiB): a bulk import into indexed tables otherwise spills to the WAL.
-    cur.execute("PRAGMA cache_size=-65536")
     cur.close()
 
 
