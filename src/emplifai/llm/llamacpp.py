@@ -250,7 +250,7 @@ class LlamaCppLLM(LLM):
             raise LLMError(f"prompt of {len(tokens)} tokens leaves no room in n_ctx={self.n_ctx}")
         first = self._eval_last(tokens)  # same prompt -> same schedule -> same output, whatever ran before
         # a JSON schema is enforced by llama.cpp's grammar sampler inside our own loop (llm/grammar.py)
-        constraint = JsonConstraint(self._lc, self._vocab, self._n_vocab, params.json_schema) \
+        constraint = JsonConstraint(self._lc, self._vocab, self._dec.n_vocab, params.json_schema) \
             if params.json_schema else None
         try:
             out = decoding.generate(
