@@ -63,6 +63,10 @@ class SplitSection(_Section):
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
 
 
+#: one line for every stage's concurrency setting
+CONCURRENCY = "parallel requests; default: the backend's (8 on HTTP servers, which batch them; 1 in process)"
+
+
 class PredictSection(_Section):
     models: list[str] = ["embedded"]
     mode: Literal["score", "generate"] = "score"
@@ -74,6 +78,7 @@ class PredictSection(_Section):
     encoder: str | None = None
     layer: int | None = None
     vectors: str = "chive"
+    concurrency: int | None = Field(None, ge=1, description=CONCURRENCY)
 
 
 class FinetuneSection(_Section):
@@ -93,6 +98,7 @@ class GenerateSection(_Section):
     human: bool = True
     max_tokens: int = Field(256, ge=16)
     seed: int = 42
+    concurrency: int | None = Field(None, ge=1, description=CONCURRENCY)
 
 
 class JudgeSection(_Section):
@@ -101,7 +107,7 @@ class JudgeSection(_Section):
     shots: int = Field(2, ge=0, le=2)
     allow_self_judge: bool = False
     limit: int | None = Field(None, ge=1)
-    concurrency: int = Field(1, ge=1)
+    concurrency: int | None = Field(None, ge=1, description=CONCURRENCY)
 
 
 class AgreeSection(_Section):
@@ -253,7 +259,7 @@ class Study:
         result = validate_taxonomy(
             self.store, models=[*p.models, *self.extra_models], mode=p.mode, split=p.split, limit=p.limit,
             shots=p.shots, definitions=p.definitions, baseline=p.baseline, encoder=p.encoder, layer=p.layer,
-            vectors=p.vectors,
+            vectors=p.vectors, concurrency=p.concurrency,
             out=self.out / "table2", notify=self.notify, progress=self._predict_progress(),
         )
         return {"models": [e["entry"]["model"] for e in result], "run_ids": [e["entry"]["run_id"] for e in result]}
@@ -281,7 +287,8 @@ class Study:
             out["human"] = vars(g.add_human(self.store, name))
         for spec in [*self.cfg.generate.models, *self.extra_models]:
             r = g.generate(self.store, spec=spec, sample_name=name, max_tokens=self.cfg.generate.max_tokens,
-                           seed=self.cfg.generate.seed, progress=self._bar(f"generate {spec}", self.cfg.sample.n))
+                           seed=self.cfg.generate.seed, concurrency=self.cfg.generate.concurrency,
+                           progress=self._bar(f"generate {spec}", self.cfg.sample.n))
             out[spec] = vars(r)
             if r.backend_failures:
                 raise UserError(f"{spec}: {len(r.backend_failures)} generation(s) failed at the backend "
