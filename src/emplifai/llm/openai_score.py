@@ -115,12 +115,11 @@ class Scorer:
 
     async def _native_score(self, post: Post, prompt: str, candidates: Sequence[str]) -> list[float]:
         base, *fulls = await _all([self.tokenize(post, t) for t in [prompt, *(prompt + c for c in candidates)]])
-        asked: dict[tuple[int, ...], Awaitable[float]] = {}
+        asked: set[tuple[int, ...]] = set()
 
         def lp(seq: list[int], j: int) -> tuple[int, ...]:
             key = tuple(seq[: j + 1])  # log P(seq[j] | seq[:j]) depends on these tokens only
-            if key not in asked:
-                asked[key] = self.forced_logprob(post, seq[:j], seq[j])
+            asked.add(key)
             return key
 
         plan = []
@@ -130,8 +129,9 @@ class Scorer:
                 raise LLMError(f"{self.root}/tokenize gave the prompt and prompt + candidate no common first "
                                "token (no BOS?): the first token has no log-probability")
             plan.append(([lp(full, j) for j in range(k, len(full))], [lp(base, j) for j in range(k, len(base))]))
-        keys = list(asked)
-        value = dict(zip(keys, await _all([asked[key] for key in keys]), strict=True))
+        keys = sorted(asked)
+        value = dict(zip(keys, await _all([self.forced_logprob(post, key[:-1], key[-1]) for key in keys]),
+                         strict=True))
         return [sum(value[key] for key in plus) - sum(value[key] for key in minus) for plus, minus in plan]
 
 
