@@ -48,6 +48,16 @@ class Scripted:
                 self.end_headers()
                 self.wfile.write(data)
 
+            def do_GET(self) -> None:  # llama-server's GET /props (slot count); the others: 404
+                found = self.path == "/props"
+                data = json.dumps({"total_slots": 4} if found else {"error": "not found"}).encode()
+                outer.requests.append({"_path": self.path, "_method": "GET"})
+                self.send_response(200 if found else 404)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
             def log_message(self, *args: object) -> None:
                 pass
 
@@ -280,6 +290,7 @@ def test_server_without_echo_scores_by_teacher_forcing(scripted) -> None:
     assert paths.count("/v1/completions") == 1  # the echo probe, once; then llama.cpp's native endpoints
     forced = [r for r in srv.requests if r["_path"] == "/completion"]
     assert all(r["n_predict"] == 1 and r["n_probs"] == 1 and r["temperature"] == 0.0 for r in forced)
+    assert {r["id_slot"] for r in forced[1:]} == {0}  # one item: all its requests on one slot (its prompt cache)
     # the probe's one request, then one per distinct (prefix, token): "a" after the prompt is asked once for ab/ac
     assert len(forced) == 1 + 4
     before = len(srv.requests)
@@ -325,3 +336,5 @@ def test_batch_score_keeps_items_apart_and_in_order(scripted) -> None:
     out = srv.llm().batch_score(items, concurrency=5, progress=lambda i, r: seen.append(i))
     assert out == [pytest.approx([_expected(p, "あ"), _expected(p, "い")]) for p, _ in items]
     assert sorted(seen) == list(range(12))
+    slots = [r["id_slot"] for r in srv.requests if r["_path"] == "/completion" and r.get("id_slot", -1) >= 0]
+    assert set(slots) == {0, 1, 2, 3}  # items take turns over the 4 slots that /props reported

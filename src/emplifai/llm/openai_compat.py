@@ -245,7 +245,8 @@ class OpenAICompatLLM(LLM):
             problems.append(problem)
         raise self._exhausted(path, problems, raw)
 
-    async def _apost(self, client: httpx.AsyncClient, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def _apost(self, client: httpx.AsyncClient, path: str, body: dict[str, Any] | None) -> dict[str, Any]:
+        """POST ``body`` (GET when it is None), retrying what a retry can fix."""
         problems: list[str] = []  # every attempt's problem goes into the final error, not just the last
         raw: str | None = None
         retry_after: str | None = None
@@ -254,7 +255,7 @@ class OpenAICompatLLM(LLM):
                 await asyncio.sleep(self._delay(attempt, retry_after))
             retry_after = None
             try:
-                resp = await client.post(path, json=body)
+                resp = await (client.get(path) if body is None else client.post(path, json=body))
             except self._httpx.TransportError as exc:
                 problems.append(f"{type(exc).__name__}: {exc}")
                 continue
@@ -302,7 +303,7 @@ class OpenAICompatLLM(LLM):
             base_url=self.base_url, timeout=self._timeout, headers=self._headers, limits=limits
         ) as client:
 
-            async def post(path: str, body: Body) -> Body:
+            async def post(path: str, body: Body | None) -> Body:
                 async with requests:
                     return await self._apost(client, path, body)
 
