@@ -18,6 +18,9 @@ export EMPLIFAI_HOME=${EMPLIFAI_HOME:-$PWD/.cache/emplifai}
 if [ -n "${CI:-}" ]; then export PIP_CACHE_DIR=$PWD/.cache/pip; fi
 
 bash scripts/install.sh dev
+# llama.cpp's batching llama-server for the tests that need a real one (built once, cached in .cache/)
+EMPLIFAI_LLAMA_SERVER=$(PYTHON=.venv/bin/python bash scripts/llama-server.sh build)
+export EMPLIFAI_LLAMA_SERVER
 EMPLIFAI_TEST_PG_URL=$(bash scripts/pg.sh start)
 export EMPLIFAI_TEST_PG_URL
 trap 'bash scripts/pg.sh stop' EXIT

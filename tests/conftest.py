@@ -7,6 +7,7 @@ an error, not a skip, so the PostgreSQL half of the suite can never silently van
 from __future__ import annotations
 
 import os
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -78,3 +79,29 @@ def store(db_url: str) -> Iterator[Store]:
     s = Store(db_url)
     yield s
     s.dispose()
+
+
+def _llama_server_binary() -> Path:
+    """The llama-server that scripts/llama-server.sh built into this checkout (or $EMPLIFAI_LLAMA_SERVER)."""
+    from emplifai.llm.local_server import find_llama_server
+
+    found = find_llama_server()
+    if found is None:
+        script = Path(__file__).resolve().parents[1] / "scripts" / "llama-server.sh"
+        out = subprocess.run(["bash", str(script), "path"], capture_output=True, text=True, check=False)
+        found = Path(out.stdout.strip()) if out.returncode == 0 else None
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail("llama-server is not built under CI: scripts/test.sh builds it (scripts/llama-server.sh)")
+        pytest.skip("llama-server not built: bash scripts/llama-server.sh build")
+    return found
+
+
+@pytest.fixture(scope="session")
+def llama_server_url() -> Iterator[str]:
+    """llama.cpp's own llama-server on loopback with the embedded model: 8 slots, continuous batching."""
+    from emplifai.llm import embedded_model
+    from emplifai.llm.local_server import batching_server
+
+    with batching_server(embedded_model()[0], binary=_llama_server_binary(), parallel=8, n_threads=2) as url:
+        yield url

@@ -48,6 +48,16 @@ class Scripted:
                 self.end_headers()
                 self.wfile.write(data)
 
+            def do_GET(self) -> None:  # llama-server's GET /props (slot count); the others: 404
+                found = self.path == "/props"
+                data = json.dumps({"total_slots": 4} if found else {"error": "not found"}).encode()
+                outer.requests.append({"_path": self.path, "_method": "GET"})
+                self.send_response(200 if found else 404)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
             def log_message(self, *args: object) -> None:
                 pass
 
@@ -243,3 +253,88 @@ def test_real_batch_chat_keeps_input_order(real: OpenAICompatLLM) -> None:
     lengths = [r.prompt_tokens for r in ok]  # type: ignore[union-attr]
     assert lengths == sorted(lengths) and len(set(lengths)) == 6  # longer prompts in input order
     assert sorted(seen) == list(range(7))
+
+
+# ------------------------------------------------------------------ scoring on servers that cannot echo
+def _toy_lp(prefix: list[int], target: int) -> float:
+    """A deterministic toy language model: log P(target | prefix)."""
+    return -(0.1 + ((sum(prefix) * 31 + target) % 7) / 10)
+
+
+def _llama_server_like(n: int, body: dict[str, object]) -> Reply:
+    """llama-server's shape: /v1/completions ignores echo (chat-style logprobs of the generated token only);
+    /tokenize is one token per character after BOS=1; /completion reports the forced token's log-probability."""
+    if "content" in body:  # /tokenize
+        return 200, {"tokens": [1] + [ord(c) for c in str(body["content"])]}, {}
+    if "n_probs" in body:  # /completion
+        prefix = list(body["prompt"])  # type: ignore[call-overload]
+        target = body["logit_bias"][0][0]  # type: ignore[index]
+        return 200, {"content": chr(target), "completion_probabilities": [
+            {"id": target, "token": chr(target), "logprob": _toy_lp(prefix, target), "top_logprobs": []}]}, {}
+    return 200, {"choices": [{"text": "x", "finish_reason": "length", "logprobs": {
+        "content": [{"token": "x", "logprob": -0.5, "top_logprobs": []}]}}], "usage": {"completion_tokens": 1}}, {}
+
+
+def _expected(prompt: str, cand: str) -> float:
+    toks = [1] + [ord(c) for c in prompt + cand]
+    k = 1 + len(prompt)
+    return sum(_toy_lp(toks[:j], toks[j]) for j in range(k, len(toks)))
+
+
+def test_server_without_echo_scores_by_teacher_forcing(scripted) -> None:
+    srv = scripted(_llama_server_like)
+    llm = srv.llm()
+    cands = ["ab", "ac", "b", ""]
+    assert llm.score("感情：", cands) == pytest.approx([_expected("感情：", c) for c in cands], abs=1e-12)
+    paths = [r["_path"] for r in srv.requests]
+    assert paths.count("/v1/completions") == 1  # the echo probe, once; then llama.cpp's native endpoints
+    forced = [r for r in srv.requests if r["_path"] == "/completion"]
+    assert all(r["n_predict"] == 1 and r["n_probs"] == 1 and r["temperature"] == 0.0 for r in forced)
+    assert {r["id_slot"] for r in forced[1:]} == {0}  # one item: all its requests on one slot (its prompt cache)
+    # the probe's one request, then one per distinct (prefix, token): "a" after the prompt is asked once for ab/ac
+    assert len(forced) == 1 + 4
+    before = len(srv.requests)
+    out = llm.batch_score([("患者：", ["ab"]), ("感情：", ["b"])], concurrency=4)
+    assert out == [pytest.approx([_expected("患者：", "ab")]), pytest.approx([_expected("感情：", "b")])]
+    assert all(r["_path"] != "/v1/completions" for r in srv.requests[before:])  # probed once per backend
+
+
+def test_server_that_cannot_score_stops_a_predict_run_before_its_first_item(scripted, sqlite_url: str,
+                                                                           tmp_path) -> None:
+    from sqlalchemy import func, select
+
+    from emplifai.predict.runs import PredictConfig, predict_split
+    from emplifai.store.db import Store
+    from emplifai.store.predict import Prediction
+    from tests.predict.fixtures import seed_store
+
+    store = Store(sqlite_url)
+    seed_store(store, tmp_path)
+    srv = scripted(lambda n, _b: (200, {"choices": [{"text": "x", "finish_reason": "length"}]}, {}))
+    with pytest.raises(LLMError, match="cannot score candidates") as info:
+        predict_split(store, srv.llm(), "openai:test-model", PredictConfig(mode="score"), limit=5)
+    assert "echo:" in str(info.value) and "llama.cpp:" in str(info.value)
+    with store.transaction() as s:
+        assert s.scalar(select(func.count()).select_from(Prediction)) == 0
+    assert len(srv.requests) <= 3  # the probe only (echo, /tokenize), not a request per item
+    store.dispose()
+
+
+def test_every_failed_attempt_is_in_the_error(scripted) -> None:
+    replies = iter([(503, {"error": "busy"}, {}), (429, {"error": "slow down"}, {"Retry-After": "0"})])
+    srv = scripted(lambda n, _b: next(replies, (500, {"error": "boom"}, {})))
+    with pytest.raises(LLMError) as info:
+        srv.llm(max_retries=2).chat(CHAT)
+    msg = str(info.value)
+    assert "attempt 1: HTTP 503" in msg and "attempt 2: HTTP 429" in msg and "attempt 3: HTTP 500" in msg
+
+
+def test_batch_score_keeps_items_apart_and_in_order(scripted) -> None:
+    srv = scripted(_llama_server_like)
+    items = [(f"文{i}：", ["あ", "い"]) for i in range(12)]
+    seen: list[int] = []
+    out = srv.llm().batch_score(items, concurrency=5, progress=lambda i, r: seen.append(i))
+    assert out == [pytest.approx([_expected(p, "あ"), _expected(p, "い")]) for p, _ in items]
+    assert sorted(seen) == list(range(12))
+    slots = [r["id_slot"] for r in srv.requests if r["_path"] == "/completion" and r.get("id_slot", -1) >= 0]
+    assert set(slots) == {0, 1, 2, 3}  # items take turns over the 4 slots that /props reported

@@ -49,7 +49,8 @@ def generate(
     temperature: Annotated[float, typer.Option(help="0 = greedy (reproducible).")] = 0.0,
     seed: Annotated[int, typer.Option()] = 42,
     lang: Annotated[str, typer.Option(help="Instruction language: ja (paper) or en.")] = "ja",
-    concurrency: Annotated[int, typer.Option(help="Parallel requests (HTTP backends).")] = 1,
+    concurrency: Annotated[int | None, typer.Option(
+        min=1, help="Parallel requests (default: the backend's, 8 on HTTP servers, 1 in process).")] = None,
     db: DbOpt = None,
 ) -> None:
     """Generate a two-turn dialogue per sampled pair; malformed output is kept and flagged, reruns resume."""
@@ -98,7 +99,8 @@ def judge(
     max_tokens: Annotated[int, typer.Option()] = 160,
     temperature: Annotated[float, typer.Option()] = 0.0,
     seed: Annotated[int, typer.Option()] = 42,
-    concurrency: Annotated[int, typer.Option(help="Parallel requests (HTTP backends).")] = 1,
+    concurrency: Annotated[int | None, typer.Option(
+        min=1, help="Parallel requests (default: the backend's, 8 on HTTP servers, 1 in process).")] = None,
     limit: Annotated[int | None, typer.Option(help="Only the first N generations per source.")] = None,
     allow_self_judge: Annotated[bool, typer.Option("--allow-self-judge", help="Let a model judge itself.")] = False,
     retry_failed: Annotated[bool, typer.Option(help="Judge stored failures again.")] = False,

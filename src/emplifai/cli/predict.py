@@ -31,7 +31,8 @@ def validate_taxonomy(
     calibrate: Annotated[bool, typer.Option(help="Score mode: content-free calibration.")] = False,
     definitions: Annotated[bool, typer.Option(help="List each label with its definition in the prompt.")] = True,
     chat: Annotated[bool, typer.Option(help="Generate mode: send the prompt as a chat turn.")] = False,
-    concurrency: Annotated[int, typer.Option(min=1, help="Generate+chat mode: parallel requests.")] = 4,
+    concurrency: Annotated[int | None, typer.Option(
+        min=1, help="Parallel requests (default: the backend's, 8 on HTTP servers, 1 in process).")] = None,
     seed: Annotated[int, typer.Option(help="Few-shot choice and decoding seed.")] = 42,
     baseline: Annotated[bool, typer.Option("--baseline", help="Add the TF-IDF + logistic-regression row.")]
     = False,

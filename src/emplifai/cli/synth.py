@@ -31,7 +31,8 @@ def synth(
              "a chat template, such as the embedded one).")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed (sampling and few-shot choice; part of the resume key).")] = 42,
     temperature: Annotated[float, typer.Option()] = 0.8,
-    concurrency: Annotated[int, typer.Option(help="Parallel requests to an OpenAI-compatible server.")] = 4,
+    concurrency: Annotated[int | None, typer.Option(
+        min=1, help="Parallel requests (default: the backend's, 8 on HTTP servers, 1 in process).")] = None,
     near_threshold: Annotated[float, typer.Option(help="Near-duplicate Jaccard threshold (MinHash).")] = 0.6,
     japanese_min: Annotated[float, typer.Option(help="Minimum Japanese-character share.")] = 0.7,
     self_harm: Annotated[str, typer.Option(help="care (keep if answered with care, flagged) or reject.")] = "care",

@@ -20,14 +20,12 @@ from emplifai import __version__
 from emplifai.errors import UserError
 from emplifai.evaluate.sample import require_sample
 from emplifai.llm import registry
-from emplifai.llm.base import LLM, GenParams, LLMFailure
+from emplifai.llm.base import LLM, Completion, GenParams, LLMFailure
 from emplifai.prompts import generation as gen
 from emplifai.store.db import Store
 from emplifai.store.evaluation import HUMAN_SOURCE, EvalSampleItem, Generation
 from emplifai.store.models import Dialogue, Situation
 from emplifai.store.repo import LIVE
-
-CHUNK = 8  # items per batch_chat call and per transaction: the unit of resumption
 
 
 @dataclass
@@ -63,7 +61,7 @@ def _row(sample_name: str, situation_id: str, source: str, raw: str, signature: 
 
 def generate(
     store: Store, *, spec: str, sample_name: str = "default", label: str | None = None, lang: str = "ja",
-    max_tokens: int = 256, temperature: float = 0.0, seed: int = 42, concurrency: int = 1,
+    max_tokens: int = 256, temperature: float = 0.0, seed: int = 42, concurrency: int | None = None,
     progress: Callable[[int], None] | None = None, llm: LLM | None = None,
 ) -> GenerateReport:
     """Generate one dialogue per sampled item with the model ``spec`` (stored under ``label`` or the spec)."""
@@ -79,25 +77,27 @@ def generate(
     params = GenParams(max_tokens=max_tokens, temperature=temperature, seed=seed, stop=gen.STOP)
     signature = {"spec": spec, "llm": model.signature(), "params": params.model_dump(mode="json"), "lang": lang,
                  "prompt_version": gen.PROMPT_VERSION, "emplifai": __version__}
-    try:
-        for c0 in range(0, len(todo), CHUNK):
-            chunk = todo[c0 : c0 + CHUNK]
-            convs = [[{"role": "user", "content": gen.instruction(it.emotion, sit.text, lang)}] for it, sit in chunk]
-            results = model.batch_chat(convs, params, concurrency=concurrency)
-            rows = []
-            for (it, _sit), res in zip(chunk, results, strict=True):
-                if isinstance(res, LLMFailure):
-                    report.backend_failures.append(f"{it.situation_id}: {res.reason}")
-                    continue
-                row = _row(sample_name, it.situation_id, source, res.text, signature, gen.PROMPT_VERSION, seed)
-                rows.append(row)
-                report.added += 1
-                report.malformed += row.malformed is not None
-                report.non_japanese += row.non_japanese
+    concurrency = concurrency or model.default_concurrency
+
+    def arrived(i: int, res: Completion | LLMFailure) -> None:
+        # each dialogue is committed as it arrives (no batch boundary holds the others back): a kill loses only
+        # the requests in flight, and a rerun generates exactly the missing ones
+        it, _sit = todo[i]
+        if isinstance(res, LLMFailure):
+            report.backend_failures.append(f"{it.situation_id}: {res.reason}")
+        else:
+            row = _row(sample_name, it.situation_id, source, res.text, signature, gen.PROMPT_VERSION, seed)
             with store.transaction() as s:
-                s.add_all(rows)
-            if progress is not None:
-                progress(len(chunk))
+                s.add(row)
+            report.added += 1
+            report.malformed += row.malformed is not None
+            report.non_japanese += row.non_japanese
+        if progress is not None:
+            progress(1)
+
+    try:
+        convs = [[{"role": "user", "content": gen.instruction(it.emotion, sit.text, lang)}] for it, sit in todo]
+        model.batch_chat(convs, params, concurrency=concurrency, progress=arrived)
     finally:
         if llm is None:
             model.close()

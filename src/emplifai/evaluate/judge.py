@@ -44,7 +44,10 @@ from emplifai.store.db import Store
 from emplifai.store.evaluation import HUMAN_SOURCE, Generation, JudgeScore
 from emplifai.store.models import Situation
 
-CHUNK = 16
+#: judgements per chunk for each request in flight. A chunk is the unit of commit (a kill loses at most one) and
+#: of retry; sized from the concurrency, it never caps it (the old fixed 16 did), and only its tail runs below it
+CHUNK_PER_REQUEST = 8
+MIN_CHUNK = 16
 RETRY_TEMPERATURE = 0.7
 STOP = ("}",)  # the answer is one flat JSON object: stop at its end, put the brace back before parsing
 
@@ -68,7 +71,7 @@ class JudgeConfig(BaseModel):
     max_tokens: int = 160
     temperature: float = 0.0
     seed: int = 42
-    concurrency: int = 1
+    concurrency: int | None = None  # requests in flight; None: the backend's default
     allow_self: bool = False
     retry_failed: bool = False
     replace: bool = False
@@ -221,9 +224,11 @@ def judge(store: Store, cfg: JudgeConfig, *, progress: Callable[[int], None] | N
             report.by_rule += len(rule_rows)
             if progress is not None:
                 progress(len(rule_rows))
-        for c0 in range(0, len(tasks), CHUNK):
-            chunk = tasks[c0 : c0 + CHUNK]
-            run = _score_only_chunk if cfg.score_only else _run_chunk
+        cfg = cfg.model_copy(update={"concurrency": cfg.concurrency or model.default_concurrency})
+        size = max(MIN_CHUNK, CHUNK_PER_REQUEST * (cfg.concurrency or 1))
+        run = _score_only_chunk if cfg.score_only else _run_chunk
+        for c0 in range(0, len(tasks), size):
+            chunk = tasks[c0 : c0 + size]
             out = run(model, cfg, chunk, base_sig, report)
             with store.transaction() as s:
                 s.add_all(out)

@@ -31,6 +31,8 @@ __all__ = [
     "Message",
     "MessagesLike",
     "ProgressCallback",
+    "ScoreItem",
+    "ScoreProgress",
     "TokenLogprob",
     "as_failure",
     "schema_text",
@@ -136,6 +138,9 @@ ProgressCallback = Callable[[int, "Completion | LLMFailure"], None]
 """Called once per finished batch item with (index in the input list, result). Lets callers draw a progress
 bar *and* persist results as they arrive, so an interrupted batch resumes where it stopped."""
 
+ScoreItem = tuple[str, Sequence[str]]  # (prompt, candidates) of one ``score`` call
+ScoreProgress = Callable[[int, "list[float] | LLMFailure"], None]
+
 
 # ---------------------------------------------------------------------------------------- the interface
 class LLM(abc.ABC):
@@ -146,6 +151,9 @@ class LLM(abc.ABC):
     #: False for a base (not instruction-tuned) model, which stages that can prompt few-shot through
     #: ``complete``; True for a chat model; None when the backend cannot tell (treated as a chat model)
     instruction_tuned: bool | None = None
+    #: parallel requests a stage uses when the user asks for none: 1 in process (one context; threads gain
+    #: nothing), more on HTTP backends, whose servers batch concurrent requests
+    default_concurrency: int = 1
 
     @abc.abstractmethod
     def complete(self, prompt: str, params: GenParams | None = None) -> Completion:
@@ -205,6 +213,33 @@ class LLM(abc.ABC):
         results: list[Completion | LLMFailure] = []
         for i, item in enumerate(items):
             results.append(call(item, params))
+            if progress is not None:
+                progress(i, results[-1])
+        return results
+
+    def check_score(self) -> None:  # noqa: B027 - in-process backends can always score
+        """Raise :class:`LLMError` now if this backend cannot ``score``, so a run stops with one clear error
+        before its first item instead of failing every item (HTTP backends probe their server once)."""
+
+    def batch_score(
+        self,
+        items: Sequence[ScoreItem],
+        *,
+        concurrency: int = 1,
+        progress: ScoreProgress | None = None,
+    ) -> list[list[float] | LLMFailure]:
+        """``score`` over many (prompt, candidates) items, in input order; a failing item becomes an
+        :class:`LLMFailure`. Sequential here; HTTP backends send items and candidates in parallel."""
+        if concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
+        results: list[list[float] | LLMFailure] = []
+        for i, (prompt, candidates) in enumerate(items):
+            try:
+                results.append(self.score(prompt, candidates))
+            except LLMError as exc:
+                results.append(LLMFailure(reason=str(exc), raw=exc.raw))
+            except Exception as exc:  # one bad item must not sink a long batch; the reason keeps the bug visible
+                results.append(LLMFailure(reason=f"internal error: {type(exc).__name__}: {exc}"))
             if progress is not None:
                 progress(i, results[-1])
         return results

@@ -27,6 +27,8 @@ from .base import (
     LLMFailure,
     MessagesLike,
     ProgressCallback,
+    ScoreItem,
+    ScoreProgress,
     to_messages,
 )
 
@@ -43,6 +45,7 @@ class CachedLLM(LLM):
         self.inner = inner
         self.spec = inner.spec
         self.instruction_tuned = inner.instruction_tuned
+        self.default_concurrency = inner.default_concurrency
         self.cache_dir = Path(cache_dir)
         self._signature: dict[str, Any] | None = None
         self.hits = 0
@@ -68,19 +71,61 @@ class CachedLLM(LLM):
         return self.inner.render_chat(messages)
 
     def score(self, prompt: str, candidates: Sequence[str]) -> list[float]:
-        key = self.key("score", None, {"prompt": prompt, "candidates": list(candidates)})
-        hit = self._read(key)
-        if (
-            isinstance(hit, list)
-            and len(hit) == len(candidates)
-            and all(isinstance(x, int | float) and not isinstance(x, bool) for x in hit)
-        ):
-            self.hits += 1
-            return [float(x) for x in hit]
+        key = self._score_key(prompt, candidates)
+        hit = self._cached_scores(key, len(candidates))
+        if hit is not None:
+            return hit
         self.misses += 1
         result = self.inner.score(prompt, candidates)
         self._write(key, result)
         return result
+
+    def check_score(self) -> None:
+        self.inner.check_score()
+
+    def batch_score(
+        self,
+        items: Sequence[ScoreItem],
+        *,
+        concurrency: int = 1,
+        progress: ScoreProgress | None = None,
+    ) -> list[list[float] | LLMFailure]:
+        """Hits from the cache, misses to the inner backend's batch; each fresh result stored as it arrives."""
+        keys = [self._score_key(p, c) for p, c in items]
+        results: list[list[float] | LLMFailure | None] = [None] * len(items)
+        todo = []
+        for i, key in enumerate(keys):
+            results[i] = self._cached_scores(key, len(items[i][1]))
+            if results[i] is None:
+                todo.append(i)
+            elif progress is not None:
+                progress(i, results[i])  # type: ignore[arg-type]
+
+        def on_result(j: int, result: list[float] | LLMFailure) -> None:
+            i = todo[j]
+            if not isinstance(result, LLMFailure):
+                self._write(keys[i], result)
+            if progress is not None:
+                progress(i, result)
+
+        if todo:
+            self.misses += len(todo)
+            fresh = self.inner.batch_score([items[i] for i in todo], concurrency=concurrency, progress=on_result)
+            for i, result in zip(todo, fresh, strict=True):
+                results[i] = result
+        return [r for r in results if r is not None]
+
+    def _score_key(self, prompt: str, candidates: Sequence[str]) -> str:
+        return self.key("score", None, {"prompt": prompt, "candidates": list(candidates)})
+
+    def _cached_scores(self, key: str, n: int) -> list[float] | None:
+        hit = self._read(key)
+        if isinstance(hit, list) and len(hit) == n and all(
+            isinstance(x, int | float) and not isinstance(x, bool) for x in hit
+        ):
+            self.hits += 1
+            return [float(x) for x in hit]
+        return None
 
     def batch_chat(
         self,

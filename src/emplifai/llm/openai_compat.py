@@ -1,12 +1,14 @@
-"""OpenAI-compatible HTTP backend (vLLM, llama.cpp's ``llama_cpp.server``, OpenAI, ...) over httpx.
+"""OpenAI-compatible HTTP backend (vLLM, llama.cpp's ``llama-server``, ``llama_cpp.server``, OpenAI, ...) over httpx.
 
 * ``chat`` -> ``/v1/chat/completions``, ``complete`` -> ``/v1/completions``; ``logprobs`` requested only
   when ``GenParams.logprobs`` is set (it is slow on some servers) and parsed when the server returns them.
-* Retries with exponential backoff on connect errors, timeouts, HTTP 429 and 5xx; other 4xx fail at once.
-* ``batch_chat`` runs an asyncio client with a semaphore (bounded concurrency); a server that queues
-  requests (llama.cpp's) gains little from it, one that batches (vLLM) gains a lot.
-* ``score`` uses ``/v1/completions`` with ``echo=True, logprobs=1, max_tokens=1``: the server returns the
-  log-probability of every prompt token. Servers that cannot echo prompt log-probs get a clear LLMError.
+* Retries with exponential backoff (and jitter) on connect errors, timeouts, HTTP 408/425/429 and 5xx; other
+  4xx fail at once. An item that still fails becomes an :class:`LLMFailure` with the reason and the body.
+* Batches (``batch_chat``, ``batch_complete``, ``batch_score``) run on one asyncio client: at most
+  ``concurrency`` requests in flight, no other cap, so a server that batches (vLLM, llama-server with
+  ``--parallel N``) gets enough work to fill its slots; one that queues (llama_cpp.server) gains little.
+* ``score``: see :mod:`emplifai.llm.openai_score` (echo on vLLM, teacher forcing on llama-server); the
+  server is probed once, and ``check_score`` lets a run stop before its first item when it cannot score.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import json
 import os
 import random
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .base import (
@@ -30,17 +32,20 @@ from .base import (
     Message,
     MessagesLike,
     ProgressCallback,
+    ScoreItem,
+    ScoreProgress,
     TokenLogprob,
     to_messages,
 )
+from .openai_score import Post, Scorer, probe
 
 if TYPE_CHECKING:
     import httpx
 
 T = TypeVar("T")
 Body = dict[str, Any]
-#: one request of a batch: build -> (path, body), then parse the JSON answer
-Job = tuple[Callable[[], tuple[str, Body]], Callable[[Body], Completion]]
+#: one item of a batch: a coroutine over the transport (one or many requests)
+Job = Callable[[Post], Awaitable[Any]]
 RETRY_STATUS = frozenset({408, 425, 429})  # plus every 5xx
 #: how a JSON schema is sent, in order of preference: OpenAI's form (vLLM, llama-server, OpenAI), then the
 #: json_object + schema form of llama-cpp-python's server and llama-server; past both, plain decoding
@@ -61,10 +66,13 @@ class OpenAICompatLLM(LLM):
         max_backoff: float = 20.0,
         fold_system: bool = False,
         extra_body: dict[str, Any] | None = None,
+        concurrency: int = 8,
     ) -> None:
         """``fold_system`` merges system messages into the first user turn, for servers whose chat template
         drops them (llama.cpp's ``--chat_format gemma`` does). ``extra_body`` is merged into every request,
-        e.g. ``{"repeat_penalty": 1.0}`` for llama.cpp (whose default 1.1 changes greedy outputs)."""
+        e.g. ``{"repeat_penalty": 1.0}`` for llama.cpp (whose default 1.1 changes greedy outputs).
+        ``concurrency`` is the default number of requests in flight (a stage's own setting wins); 8 fills
+        ``llama-server --parallel 8`` and is modest for vLLM, which takes far more."""
         try:
             import httpx
         except ImportError as exc:  # pragma: no cover - depends on the environment
@@ -83,11 +91,15 @@ class OpenAICompatLLM(LLM):
         self.max_backoff = max_backoff
         self.fold_system = fold_system
         self.extra_body = dict(extra_body or {})
+        if concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
+        self.default_concurrency = concurrency
         self._client: httpx.Client | None = None
         # response_format forms still to try for a JSON schema; a refused form is dropped for the rest of the run
         self._schema_forms: list[str] = list(SCHEMA_FORMS)
         #: each refusal of a form, as (form, the server's reason): recorded with the results that fell back
         self.schema_refusals: list[tuple[str, str]] = []
+        self._scorer: Scorer | None = None
 
     # ------------------------------------------------------------------------------------- public API
     def signature(self) -> dict[str, Any]:
@@ -125,11 +137,20 @@ class OpenAICompatLLM(LLM):
         progress: ProgressCallback | None = None,
     ) -> list[Completion | LLMFailure]:
         params = params or GenParams()
-        # the form is read when each request is built, so a refusal seen by one request reaches the later ones
-        jobs = [(lambda conv=conv: ("/chat/completions",
-                                    self._chat_body(to_messages(conv), params, self._schema_form(params))),
-                 _parse_chat) for conv in conversations]
-        return self._batch(jobs, concurrency, progress)
+
+        def job(conv: MessagesLike) -> Job:
+            async def run(post: Post) -> Completion:
+                msgs = to_messages(conv)
+                while True:  # a refused response_format is retried in the next form; the form is read per
+                    form = self._schema_form(params)  # request, so one request's refusal reaches the later ones
+                    try:
+                        return _parse_chat(await post("/chat/completions", self._chat_body(msgs, params, form)), form)
+                    except LLMError as exc:
+                        if not self._refused(form, exc):
+                            raise
+            return run
+
+        return self._batch([job(c) for c in conversations], concurrency, progress)
 
     def batch_complete(
         self,
@@ -140,34 +161,58 @@ class OpenAICompatLLM(LLM):
         progress: ProgressCallback | None = None,
     ) -> list[Completion | LLMFailure]:
         params = params or GenParams()
-        jobs = [(lambda p=p: ("/completions", self._completion_body(p, params)), _parse_completion) for p in prompts]
-        return self._batch(jobs, concurrency, progress)
 
-    def _batch(self, jobs: list[Job], concurrency: int, progress: ProgressCallback | None
-               ) -> list[Completion | LLMFailure]:
+        def job(prompt: str) -> Job:
+            async def run(post: Post) -> Completion:
+                return _parse_completion(await post("/completions", self._completion_body(prompt, params)))
+            return run
+
+        return self._batch([job(p) for p in prompts], concurrency, progress)
+
+    def check_score(self) -> None:
+        self._probe()
+
+    def batch_score(
+        self,
+        items: Sequence[ScoreItem],
+        *,
+        concurrency: int = 1,
+        progress: ScoreProgress | None = None,
+    ) -> list[list[float] | LLMFailure]:
+        """Items in parallel, and each item's candidates in parallel, ``concurrency`` requests in flight."""
+        scorer = self._probe()
+
+        def job(prompt: str, candidates: Sequence[str]) -> Job:
+            async def run(post: Post) -> list[float]:
+                return await scorer.score(post, prompt, candidates)
+            return run
+
+        return self._batch([job(p, c) for p, c in items], concurrency, progress)
+
+    def score(self, prompt: str, candidates: Sequence[str]) -> list[float]:
+        out = self.batch_score([(prompt, candidates)], concurrency=self.default_concurrency)[0]
+        if isinstance(out, LLMFailure):
+            raise LLMError(out.reason, raw=out.raw)
+        return out
+
+    def _probe(self) -> Scorer:
+        """How this server scores, found once (a failure is not remembered: the server may come up later)."""
+        if self._scorer is None:
+
+            async def run(post: Post) -> Scorer:
+                return await probe(post, model=self.model, base_url=self.base_url, extra_body=self.extra_body)
+
+            out = self._batch([run], 1, None)[0]
+            if isinstance(out, LLMFailure):
+                raise LLMError(out.reason, raw=out.raw)
+            self._scorer = out
+        return self._scorer
+
+    def _batch(self, jobs: Sequence[Job], concurrency: int, progress: Callable[[int, Any], None] | None
+               ) -> list[Any]:
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
         return _run_sync(self._abatch(jobs, concurrency, progress))
-
-    def score(self, prompt: str, candidates: Sequence[str]) -> list[float]:
-        if not candidates:
-            return []
-        if not prompt:
-            raise LLMError(
-                "score() needs a non-empty prompt on OpenAI-compatible servers (the first echoed "
-                "token has no log-probability)"
-            )
-        base = self._echo_logprobs(prompt)  # the prompt alone: its tokens, to find the candidate's
-        out = []
-        for cand in candidates:
-            full = self._echo_logprobs(prompt + cand)
-            k = 0
-            while k < min(len(base), len(full)) and base[k][0] == full[k][0]:
-                k += 1
-            # Same definition as the in-process backends: log P(full[k:] | full[:k]) - log P(base[k:] | ...),
-            # which is just the candidate's token log-probs when the prompt's tokens are a prefix (k == len).
-            out.append(_sum_lp(full[k:], self) - _sum_lp(base[k:], self))
-        return out
 
     def close(self) -> None:
         if self._client is not None:
@@ -222,33 +267,11 @@ class OpenAICompatLLM(LLM):
             body["logprobs"] = params.logprobs
         return body | self.extra_body
 
-    def _echo_logprobs(self, text: str) -> list[tuple[str, float | None]]:
-        body = {
-            "model": self.model,
-            "prompt": text,
-            "max_tokens": 1,
-            "temperature": 0.0,
-            "echo": True,
-            "logprobs": 1,
-        } | self.extra_body
-        data = self._post("/completions", body)
-        try:
-            lp = data["choices"][0]["logprobs"]
-            pairs = list(zip(lp["tokens"], lp["token_logprobs"], strict=True))
-        except (KeyError, IndexError, TypeError, ValueError) as exc:
-            raise LLMError(
-                f"server {self.base_url} cannot score: /v1/completions with echo=True and logprobs did not return "
-                "the prompt's token log-probabilities (llama.cpp's llama_cpp.server and vLLM do)",
-                raw=str(data)[:2000],
-            ) from exc
-        generated = (data.get("usage") or {}).get("completion_tokens", 1)
-        return pairs[: len(pairs) - generated] if generated else pairs
-
     # --------------------------------------------------------------------------------------- transport
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         if self._client is None:
             self._client = self._httpx.Client(base_url=self.base_url, timeout=self._timeout, headers=self._headers)
-        problem = ""
+        problems: list[str] = []  # every attempt's problem goes into the final error, not just the last
         raw: str | None = None
         retry_after: str | None = None
         for attempt in range(self.max_retries + 1):
@@ -258,15 +281,17 @@ class OpenAICompatLLM(LLM):
             try:
                 resp = self._client.post(path, json=body)
             except self._httpx.TransportError as exc:  # connect errors, timeouts, dropped connections
-                problem, raw = f"{type(exc).__name__}: {exc}", None
+                problems.append(f"{type(exc).__name__}: {exc}")
                 continue
             done, problem, raw, retry_after = self._check(resp)
             if done is not None:
                 return done
-        raise LLMError(f"{path} failed after {self.max_retries + 1} attempts: {problem}", raw=raw)
+            problems.append(problem)
+        raise self._exhausted(path, problems, raw)
 
-    async def _apost(self, client: httpx.AsyncClient, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        problem = ""
+    async def _apost(self, client: httpx.AsyncClient, path: str, body: dict[str, Any] | None) -> dict[str, Any]:
+        """POST ``body`` (GET when it is None), retrying what a retry can fix."""
+        problems: list[str] = []  # every attempt's problem goes into the final error, not just the last
         raw: str | None = None
         retry_after: str | None = None
         for attempt in range(self.max_retries + 1):
@@ -274,14 +299,19 @@ class OpenAICompatLLM(LLM):
                 await asyncio.sleep(self._delay(attempt, retry_after))
             retry_after = None
             try:
-                resp = await client.post(path, json=body)
+                resp = await (client.get(path) if body is None else client.post(path, json=body))
             except self._httpx.TransportError as exc:
-                problem, raw = f"{type(exc).__name__}: {exc}", None
+                problems.append(f"{type(exc).__name__}: {exc}")
                 continue
             done, problem, raw, retry_after = self._check(resp)
             if done is not None:
                 return done
-        raise LLMError(f"{path} failed after {self.max_retries + 1} attempts: {problem}", raw=raw)
+            problems.append(problem)
+        raise self._exhausted(path, problems, raw)
+
+    def _exhausted(self, path: str, problems: list[str], raw: str | None) -> LLMError:
+        tries = "; ".join(f"attempt {i}: {p}" for i, p in enumerate(problems, 1))
+        return LLMError(f"{path} failed after {len(problems)} attempts ({tries})", raw=raw)
 
     def _check(self, resp: httpx.Response) -> tuple[dict[str, Any] | None, str, str | None, str | None]:
         """(json, "", None, None) on success; (None, problem, body, Retry-After) when worth retrying;
@@ -307,30 +337,26 @@ class OpenAICompatLLM(LLM):
         # exponential backoff with jitter, so many workers do not retry in lockstep
         return min(self.backoff * 2 ** (attempt - 1), self.max_backoff) * (0.5 + random.random() / 2)
 
-    async def _abatch(
-        self, jobs: list[Job], concurrency: int, progress: ProgressCallback | None
-    ) -> list[Completion | LLMFailure]:
-        """Each job: (build -> (path, body), parse); built inside the item so a malformed one fails alone."""
-        sem = asyncio.Semaphore(concurrency)
+    async def _abatch(self, jobs: Sequence[Job], concurrency: int, progress: Callable[[int, Any], None] | None
+                      ) -> list[Any]:
+        """At most ``concurrency`` requests in flight over all items (an item may send many: score), and at
+        most ``concurrency`` items started, so a long batch does not hold thousands of waiting coroutines.
+        Each item's requests are built inside it, so a malformed item fails alone."""
+        requests = asyncio.Semaphore(concurrency)
+        started = asyncio.Semaphore(concurrency)
         limits = self._httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
         async with self._httpx.AsyncClient(
             base_url=self.base_url, timeout=self._timeout, headers=self._headers, limits=limits
         ) as client:
 
-            async def one(i: int, build: Callable[[], tuple[str, Body]], parse: Callable[[Body], Completion]
-                          ) -> Completion | LLMFailure:
-                async with sem:
-                    result: Completion | LLMFailure
+            async def post(path: str, body: Body | None) -> Body:
+                async with requests:
+                    return await self._apost(client, path, body)
+
+            async def one(i: int, job: Job) -> Any:
+                async with started:
                     try:
-                        while True:  # a refused response_format is retried in the next form
-                            path, body = build()
-                            try:
-                                result = parse(await self._apost(client, path, body))
-                                break
-                            except LLMError as exc:
-                                if not self._refused(_schema_form_of(body), exc):
-                                    raise
-                        result.structured = _schema_form_of(body)
+                        result = await job(post)
                     except LLMError as exc:
                         result = LLMFailure(reason=str(exc), raw=exc.raw)
                     except Exception as exc:  # one bad item must not sink the batch
@@ -339,7 +365,7 @@ class OpenAICompatLLM(LLM):
                     progress(i, result)
                 return result
 
-            return list(await asyncio.gather(*(one(i, build, parse) for i, (build, parse) in enumerate(jobs))))
+            return list(await asyncio.gather(*(one(i, job) for i, job in enumerate(jobs))))
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -376,15 +402,6 @@ def _fold_system(messages: list[Message]) -> list[Message]:
     elif system:
         rest.insert(0, Message(role="user", content=system))
     return rest
-
-
-def _sum_lp(pairs: Sequence[tuple[str, float | None]], llm: OpenAICompatLLM) -> float:
-    total = 0.0
-    for token, lp in pairs:
-        if lp is None:
-            raise LLMError(f"server {llm.base_url} returned no log-probability for token {token!r}")
-        total += float(lp)
-    return total
 
 
 def _usage(data: dict[str, Any]) -> tuple[int | None, int | None]:

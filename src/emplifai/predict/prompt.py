@@ -109,7 +109,12 @@ def content_free_logprobs(llm: LLM, examples: Sequence[Example], definitions: bo
 
 
 def score_item(llm: LLM, prompt: str, prior: Sequence[float] | None = None) -> ItemResult:
-    raw = llm.score(prompt, candidates())
+    return rank_scores(llm.score(prompt, candidates()), prior)
+
+
+def rank_scores(raw: Sequence[float], prior: Sequence[float] | None = None) -> ItemResult:
+    """The item's result from the 28 label scores (``LLM.score`` of :func:`candidates`), optionally calibrated."""
+    raw = list(raw)
     if len(raw) != len(taxonomy.LABELS) or not all(math.isfinite(x) for x in raw):
         return ItemResult(PredStatus.FAILED, None, f"backend returned unusable scores: {raw!r}"[:500])
     logp = _normalise(raw)

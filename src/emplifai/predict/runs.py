@@ -41,11 +41,12 @@ from emplifai.predict.prompt import (
     ItemResult,
     Mode,
     build_prompt,
+    candidates,
     choose_examples,
     content_free_logprobs,
     examples_for,
+    rank_scores,
     read_answer,
-    score_item,
 )
 from emplifai.store.repo import iter_records
 
@@ -169,11 +170,12 @@ def predict_split(
     *,
     split: str = "test",
     limit: int | None = None,
-    concurrency: int = 1,
+    concurrency: int | None = None,
     on_start: Callable[[RunSummary], None] | None = None,
     advance: Callable[[int], None] | None = None,
 ) -> RunSummary:
-    """Predict every item of ``split`` not finished in an earlier run with the same settings."""
+    """Predict every item of ``split`` not finished in an earlier run with the same settings; ``concurrency``
+    requests in flight (None: the backend's default)."""
     items, pool, mid, mhash = select_items(store, split, limit)
     sig = run_signature(model, llm, cfg, split, mid)
     rid = run_id(model, sig["llm"], cfg, mid, mhash, split)
@@ -191,37 +193,64 @@ def predict_split(
         if advance:
             advance(1)
 
-    if cfg.mode == "generate" and cfg.chat:
+    if not todo:
+        return summary
+    concurrency = concurrency or llm.default_concurrency
+    if cfg.mode == "score":
+        llm.check_score()  # a server that cannot score stops the run here, not with every item failed
+        _score(llm, cfg, todo, ranked, record, concurrency)
+    elif cfg.chat:
         _generate_chat(llm, cfg, todo, ranked, record, concurrency)
     else:
-        _sequential(llm, cfg, todo, ranked, record)
+        _generate_raw(llm, cfg, todo, ranked, record, concurrency)
     return summary
 
 
-def _sequential(llm: LLM, cfg: PredictConfig, todo: Sequence[Record], ranked: Sequence[Example],
-                record: Callable[[Record, ItemResult], None]) -> None:
+def _prompt(item: Record, ranked: Sequence[Example], cfg: PredictConfig) -> str:
+    exs = examples_for(item, ranked, cfg.shots)
+    return build_prompt(item.situation, item.patient, item.supporter, exs, definitions=cfg.definitions)
 
-    priors: dict[tuple[str, ...], list[float]] = {}  # content-free distribution per example set
+
+def _score(llm: LLM, cfg: PredictConfig, todo: Sequence[Record], ranked: Sequence[Example],
+           record: Callable[[Record, ItemResult], None], concurrency: int) -> None:
+    """Every item through ``batch_score`` (items and candidates in parallel on HTTP backends); each result is
+    saved the moment it arrives."""
+    priors: dict[tuple[str, ...], list[float] | Exception] = {}  # content-free distribution per example set
+    keys = [tuple(e.dialogue_id for e in examples_for(it, ranked, cfg.shots)) for it in todo]
+    if cfg.calibrate:
+        for item, key in zip(todo, keys, strict=True):
+            if key not in priors:
+                try:
+                    priors[key] = content_free_logprobs(llm, examples_for(item, ranked, cfg.shots), cfg.definitions)
+                except Exception as exc:  # the items that need this prior fail with the reason; others go on
+                    priors[key] = exc
+
+    def arrived(i: int, out: list[float] | LLMFailure) -> None:
+        prior = priors.get(keys[i]) if cfg.calibrate else None
+        if isinstance(out, LLMFailure):
+            result = ItemResult(PredStatus.FAILED, None, f"failure: {out.reason}"[:2000], raw_output=out.raw)
+        elif isinstance(prior, Exception):
+            result = ItemResult(PredStatus.FAILED, None, "calibration " + _failure_reason(prior))
+        else:
+            result = rank_scores(out, prior)
+        record(todo[i], result)
+
+    items = [(_prompt(it, ranked, cfg), candidates()) for it in todo]
+    llm.batch_score(items, concurrency=concurrency, progress=arrived)
+
+
+def _generate_raw(llm: LLM, cfg: PredictConfig, todo: Sequence[Record], ranked: Sequence[Example],
+                  record: Callable[[Record, ItemResult], None], concurrency: int) -> None:
+    """Base models, prompted with raw text through ``batch_complete``; saved as each answer arrives."""
     params = GenParams(max_tokens=cfg.max_tokens, temperature=0.0, seed=cfg.seed, stop=("\n",))
-    for item in todo:
-        exs = examples_for(item, ranked, cfg.shots)
-        prompt = build_prompt(item.situation, item.patient, item.supporter, exs, definitions=cfg.definitions)
-        try:
-            if cfg.mode == "score":
-                prior = None
-                if cfg.calibrate:
-                    key = tuple(e.dialogue_id for e in exs)
-                    if key not in priors:
-                        priors[key] = content_free_logprobs(llm, exs, cfg.definitions)
-                    prior = priors[key]
-                result = score_item(llm, prompt, prior)
-            else:
-                result = read_answer(llm.complete(prompt, params).text)
-        except KeyboardInterrupt:
-            raise
-        except Exception as exc:  # one failing item must not stop the run; the reason is stored
-            result = ItemResult(PredStatus.FAILED, None, _failure_reason(exc))
-        record(item, result)
+
+    def arrived(i: int, out: Any) -> None:
+        if isinstance(out, LLMFailure):
+            record(todo[i], ItemResult(PredStatus.FAILED, None, f"failure: {out.reason}"[:2000], raw_output=out.raw))
+        else:
+            record(todo[i], read_answer(out.text))
+
+    llm.batch_complete([_prompt(it, ranked, cfg) for it in todo], params, concurrency=concurrency, progress=arrived)
 
 
 def _generate_chat(llm: LLM, cfg: PredictConfig, todo: Sequence[Record], ranked: Sequence[Example],
@@ -230,11 +259,7 @@ def _generate_chat(llm: LLM, cfg: PredictConfig, todo: Sequence[Record], ranked:
     moment it arrives, so a kill loses at most the requests in flight."""
 
     params = GenParams(max_tokens=cfg.max_tokens, temperature=0.0, seed=cfg.seed)
-    convs = []
-    for item in todo:
-        exs = examples_for(item, ranked, cfg.shots)
-        prompt = build_prompt(item.situation, item.patient, item.supporter, exs, definitions=cfg.definitions)
-        convs.append([{"role": "user", "content": prompt}])
+    convs = [[{"role": "user", "content": _prompt(item, ranked, cfg)}] for item in todo]
 
     def arrived(i: int, out: Any) -> None:
         if isinstance(out, LLMFailure):

@@ -43,7 +43,7 @@ def validate_taxonomy(
     calibrate: bool = False,
     definitions: bool = True,
     chat: bool = False,
-    concurrency: int = 4,
+    concurrency: int | None = None,
     label_lang: str = "ja",
     progress: Progress | None = None,
 ) -> list[dict[str, Any]]:
@@ -93,7 +93,8 @@ def parse_model_spec(spec: str) -> str:
     return spec
 
 
-def _predict_model(store: Store, spec: str, cfg: PredictConfig, split: str, limit: int | None, concurrency: int,
+def _predict_model(store: Store, spec: str, cfg: PredictConfig, split: str, limit: int | None,
+                   concurrency: int | None,
                    notify: Callable[[str], None], progress: Progress | None) -> str:
     llm = registry.load_model(spec)
     state = {"done": 0, "total": 0}

@@ -54,6 +54,10 @@ class SplitSection(_Section):
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
 
 
+#: one line for every stage's concurrency setting
+CONCURRENCY = "parallel requests; default: the backend's (8 on HTTP servers, which batch them; 1 in process)"
+
+
 class PredictSection(_Section):
     models: list[str] = ["embedded"]
     mode: Literal["score", "generate"] = "score"
@@ -63,7 +67,7 @@ class PredictSection(_Section):
     shots: int = Field(0, ge=0, le=28)
     definitions: bool = Field(True, description="List each label with its definition (a longer prompt).")
     chat: bool = Field(False, description="generate mode: send the prompt as a chat turn (API chat models).")
-    concurrency: int = Field(4, ge=1, description="generate + chat mode: parallel requests.")
+    concurrency: int | None = Field(None, ge=1, description=CONCURRENCY)
     baseline: bool = True
     encoder: str | None = None
     layer: int | None = None
@@ -87,7 +91,7 @@ class GenerateSection(_Section):
     human: bool = True
     max_tokens: int = Field(256, ge=16)
     seed: int = 42
-    concurrency: int = Field(1, ge=1, description="Parallel requests (HTTP backends).")
+    concurrency: int | None = Field(None, ge=1, description=CONCURRENCY)
 
 
 class JudgeSection(_Section):
@@ -100,7 +104,7 @@ class JudgeSection(_Section):
     allow_self_judge: bool = False
     score_only: bool = False  # read the score from the probabilities of the scale's answers, no feedback text
     limit: int | None = Field(None, ge=1)
-    concurrency: int = Field(1, ge=1)
+    concurrency: int | None = Field(None, ge=1, description=CONCURRENCY)
 
     @model_validator(mode="after")
     def _panel(self) -> JudgeSection:

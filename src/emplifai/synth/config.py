@@ -69,7 +69,8 @@ class SynthConfig(BaseModel):
     temperature: float = Field(0.8, ge=0.0)
     top_p: float = Field(0.95, gt=0.0, le=1.0)
     max_tokens: TokenLimits = Field(default_factory=lambda: TokenLimits())
-    concurrency: int = Field(4, ge=1, le=256)
+    concurrency: int | None = Field(None, ge=1, le=256, description="parallel requests; None: the backend's "
+                                    "default (8 on HTTP servers, 1 in process)")
     filters: FilterConfig = Field(default_factory=FilterConfig)
 
 

@@ -181,12 +181,12 @@ class Synthesizer:
 
         t = time.perf_counter()
         model = llm or self.llm
+        concurrency = self.cfg.concurrency or model.default_concurrency
         if prompts[0].text is not None:
-            out = model.batch_complete([p.text or "" for p in prompts], params, concurrency=self.cfg.concurrency,
+            out = model.batch_complete([p.text or "" for p in prompts], params, concurrency=concurrency,
                                        progress=arrived)
         else:
-            out = model.batch_chat([p.messages for p in prompts], params, concurrency=self.cfg.concurrency,
-                                   progress=arrived)
+            out = model.batch_chat([p.messages for p in prompts], params, concurrency=concurrency, progress=arrived)
         self.report.llm_seconds += time.perf_counter() - t
         self.report.calls += len(prompts)
         return out
