@@ -16,7 +16,8 @@ tokens are a prefix of the joint ones.
   is asked once. All requests of one item go to one slot (``id_slot``, items taking turns over the server's
   slots): a slot's prompt cache then evaluates the item's prompt once, where spreading its requests over 8
   slots made each slot evaluate the whole prompt (8x the work; measured 38 s instead of ~5 s for a cold
-  643-token prompt). Items run in parallel on different slots, which the server batches together.
+  643-token prompt). An item's requests go one after another; items run in parallel on different slots,
+  which the server batches together.
 """
 
 from __future__ import annotations
@@ -136,9 +137,9 @@ class Scorer:
                                "token (no BOS?): the first token has no log-probability")
             plan.append(([lp(full, j) for j in range(k, len(full))], [lp(base, j) for j in range(k, len(base))]))
         slot, self._next_slot = self._next_slot % self.slots, self._next_slot + 1
-        keys = sorted(asked)
-        value = dict(zip(keys, await _all([self.forced_logprob(post, key[:-1], key[-1], slot) for key in keys]),
-                         strict=True))
+        # one request at a time: they all go to one slot, where parallel ones would only queue while holding
+        # request permits that other items (on other slots, batched with this one) could use
+        value = {key: await self.forced_logprob(post, key[:-1], key[-1], slot) for key in sorted(asked)}
         return [sum(value[key] for key in plus) - sum(value[key] for key in minus) for plus, minus in plan]
 
 
