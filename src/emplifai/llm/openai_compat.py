@@ -382,12 +382,6 @@ def _refuses_schema(resp: httpx.Response) -> bool:
     return "response_format" in text or "json_schema" in text
 
 
-def _schema_form_of(body: Body) -> str | None:
-    """The response_format form a request body asked for (None: no schema sent)."""
-    rf = body.get("response_format")
-    return rf.get("type") if isinstance(rf, dict) else None
-
-
 def _normalise_base(url: str) -> str:
     """Accept ``http://host:8000``, ``http://host:8000/`` or ``http://host:8000/v1``; return ``.../v1``."""
     url = url.rstrip("/")

@@ -48,12 +48,14 @@ LAYOUTS = ("standard", "blocks", "reversed")  # standard is the Table-4 layout; 
 
 #: score-only mode: the judge's answer is read after this prefix of it, from the probabilities of the digits 1–5
 SCORE_PREFIX = '{"score": '
-SCORE_DIGITS = ("1", "2", "3", "4", "5")
 
 
 def score_digits(scale: Scale = PAPER_SCALE) -> tuple[str, ...]:
     """The answers score-only mode compares: every score of the metric's scale, lowest first."""
     return tuple(str(v) for v in range(scale[0], scale[1] + 1))
+
+
+SCORE_DIGITS = score_digits()  # the paper's 1–5
 
 
 def rubric(metric: str, lang: Lang = "ja", *, score_only: bool = False) -> str:
