@@ -17,10 +17,19 @@ from sqlalchemy import create_engine, text
 
 from emplifai.llm.fake import FakeLLM
 from emplifai.store.db import Store, resolve_url
+from tests.helpers import CHROMIUM
 
 PG_URL = os.environ.get("EMPLIFAI_TEST_PG_URL")
 # llama.cpp's OpenMP threads spin while waiting: passive waiting keeps the suite fast on a shared machine.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args: dict) -> dict:
+    """Every browser test runs Debian's chromium, without background networking."""
+    return {**browser_type_launch_args, "executable_path": CHROMIUM, "args": [
+        "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"]}
 
 
 @pytest.fixture(autouse=True)

@@ -7,6 +7,9 @@ from pathlib import Path
 
 from emplifai import taxonomy
 
+#: Debian's chromium (playwright cannot download browsers here); scripts/test.sh installs it
+CHROMIUM = "/usr/bin/chromium"
+
 
 def record(i: int, *, sit: int | None = None, emotion: str | None = None, **over) -> dict:
     """A valid dialogue row; situations group dialogues three by three unless sit is given."""

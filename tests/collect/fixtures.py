@@ -6,6 +6,7 @@ import contextlib
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -188,3 +189,24 @@ def minted_client(base_url: str, secret: str, uid: int, max_age: int = 3600) -> 
     sess = new_session(uid, 1)
     c = httpx.Client(base_url=base_url, cookies={COOKIE: SessionCodec(secret, max_age).dumps(sess)}, timeout=60)
     return c, sess.csrf
+
+
+def sign_in(browser, url: str, name: str, password: str = PASSWORD, **context):  # type: ignore[no-untyped-def]
+    """A new browser context signed in through the real login form (``context``: e.g. ``viewport=``)."""
+    page = browser.new_context(base_url=url, accept_downloads=True, **context).new_page()
+    page.goto("/login")
+    page.get_by_label("ユーザー名").fill(name)
+    page.get_by_label("パスワード").fill(password)
+    page.get_by_role("button", name="ログイン").click()
+    page.wait_for_load_state()
+    return page
+
+
+def screenshot(page, tmp_path: Path, name: str) -> Path:  # type: ignore[no-untyped-def]
+    """A full-page PNG in the test's tmp dir, copied to $EMPLIFAI_SCREENSHOTS when set (to look at)."""
+    path = tmp_path / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    if out := os.environ.get("EMPLIFAI_SCREENSHOTS"):
+        Path(out).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, Path(out) / path.name)
+    return path

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,21 +18,15 @@ from emplifai.evaluate.rubrics import METRICS
 from emplifai.store.db import Store
 from emplifai.store.evaluation import Rating
 from emplifai.store.models import Dialogue, ReviewEvent
-from tests.collect.fixtures import PASSWORD, rating_sample, start_server, users
+from tests.collect.fixtures import PASSWORD, rating_sample, screenshot, sign_in, start_server, users
+from tests.helpers import CHROMIUM
 
-CHROMIUM = "/usr/bin/chromium"
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.browser,
     pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian chromium (scripts/test.sh installs it)"),
 ]
 
-
-@pytest.fixture(scope="session")
-def browser_type_launch_args(browser_type_launch_args: dict) -> dict:
-    return {**browser_type_launch_args, "executable_path": CHROMIUM, "args": [
-        "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]}
 
 
 @pytest.fixture
@@ -46,28 +39,9 @@ def server(db_url: str, tmp_path: Path) -> Iterator[tuple[str, Store]]:
     store.dispose()
 
 
-def _login(browser, url: str, name: str, password: str = PASSWORD):  # type: ignore[no-untyped-def]
-    page = browser.new_context(base_url=url, accept_downloads=True).new_page()
-    page.goto("/login")
-    page.get_by_label("ユーザー名").fill(name)
-    page.get_by_label("パスワード").fill(password)
-    page.get_by_role("button", name="ログイン").click()
-    page.wait_for_load_state()
-    return page
-
-
-def _shot(page, tmp_path: Path, name: str) -> Path:  # type: ignore[no-untyped-def]
-    path = tmp_path / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
-    if out := __import__("os").environ.get("EMPLIFAI_SCREENSHOTS"):
-        Path(out).mkdir(parents=True, exist_ok=True)
-        shutil.copy(path, Path(out) / path.name)
-    return path
-
-
 def test_campaign_end_to_end(browser, server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     url, store = server
-    admin = _login(browser, url, "admin")
+    admin = sign_in(browser, url, "admin")
     admin.goto("/admin")
     admin.get_by_placeholder("ユーザー名").fill("worker1")
     admin.get_by_placeholder("パスワード（8文字以上）").fill(PASSWORD)
@@ -81,14 +55,14 @@ def test_campaign_end_to_end(browser, server, tmp_path: Path) -> None:  # type: 
     admin.get_by_role("button", name="キャンペーンを作成").click()
     assert "キャンペーンを作成しました" in admin.content()
 
-    worker = _login(browser, url, "worker1")
+    worker = sign_in(browser, url, "worker1")
     worker.get_by_role("button", name="状況を書く（第1ラウンド）").click()
     assert "喜び" in worker.content()
     worker.get_by_label("状況").fill("長く続いた治療が終わり、主治医から「もう通院しなくて大丈夫」と言われた。")
     worker.get_by_role("button", name="提出する").click()
     assert "提出しました" in worker.content()
 
-    rev = _login(browser, url, "rev")
+    rev = sign_in(browser, url, "rev")
     rev.get_by_role("link", name="詳細・審査").first.click()
     rev.get_by_role("button", name="承認する").click()
     assert "承認しました" in rev.content()
@@ -97,13 +71,13 @@ def test_campaign_end_to_end(browser, server, tmp_path: Path) -> None:  # type: 
     worker.get_by_role("button", name="会話を書く（第2ラウンド）").click()
     assert "いま取り組めるタスクはありません" in worker.content()
     users(store, ("worker2", "worker"))
-    worker = _login(browser, url, "worker2")
+    worker = sign_in(browser, url, "worker2")
     worker.get_by_role("button", name="会話を書く（第2ラウンド）").click()
     body = worker.content()
     assert "主治医から「もう通院しなくて大丈夫」" in body and "喜び" in body  # Figure 1: situation + emotion
     worker.get_by_label("患者の発話").fill("やっと治療が終わったんです。先生に大丈夫と言われて、涙が出ました。")
     worker.get_by_label("支援者の応答").fill("長い間よく頑張りましたね。その言葉を聞けて本当によかったです。")
-    shot = _shot(worker, tmp_path, "round2_form")
+    shot = screenshot(worker, tmp_path, "round2_form")
     assert shot.stat().st_size > 10_000
     worker.get_by_role("button", name="提出する").click()
     assert "提出しました" in worker.content()
@@ -116,14 +90,14 @@ def test_campaign_end_to_end(browser, server, tmp_path: Path) -> None:  # type: 
     rev.get_by_role("button", name="要確認にする").click()
     assert "要確認にしました" in rev.content()
 
-    boss = _login(browser, url, "boss")
+    boss = sign_in(browser, url, "boss")
     boss.goto("/lead")
     assert "表現を責任者に確認" in boss.content()
     boss.get_by_role("button", name="残す").click()
     assert "残すことにしました" in boss.content()
     boss.goto("/dashboard")
     boss.get_by_role("link", name="e2e").click()
-    _shot(boss, tmp_path, "dashboard")
+    screenshot(boss, tmp_path, "dashboard")
     with boss.expect_download() as dl:
         boss.get_by_role("link", name="承認済みデータ（JSONL）").click()
     rows = [json.loads(x) for x in Path(dl.value.path()).read_text(encoding="utf-8").splitlines()]
@@ -150,7 +124,7 @@ def test_rating_task_in_browser(browser, server, tmp_path: Path) -> None:  # typ
     cid = campaign(store, "rate", emotions=["Joy"])
     with store.transaction() as s:
         assert create_rating_tasks(s, get_campaign(s, cid), "default", "human") == 1
-    page = _login(browser, url, "rater1")
+    page = sign_in(browser, url, "rater1")
     page.get_by_role("button", name="会話を評価する").click()
     radios = page.locator("input[type=radio][value='4']")
     assert radios.count() == 70
@@ -158,12 +132,12 @@ def test_rating_task_in_browser(browser, server, tmp_path: Path) -> None:  # typ
         radios.nth(i).check()
         if i % 7 == 6 and i < 69:
             page.locator(".rating-item.current [data-step='1']").click()
-    _shot(page, tmp_path, "rating_form")
+    screenshot(page, tmp_path, "rating_form")
     page.get_by_role("button", name="提出する").click()
     assert "提出しました" in page.content()
     with store.open_session() as s:
         assert s.scalars(select(Rating)).all() == []  # counted only once a reviewer approves them
-    rev = _login(browser, url, "rev")
+    rev = sign_in(browser, url, "rev")
     rev.goto("/review")
     rev.locator("a[href^='/review/']").first.click()
     rev.get_by_role("button", name="承認する").click()
@@ -184,16 +158,16 @@ def test_synthetic_items_reviewed_in_the_browser(browser, server, tmp_path: Path
     Synthesizer(store, RuleLLM(), SynthConfig(emotions=("Grief",)), model="fake:rules").run()
     with store.open_session() as s:
         first, second = s.scalars(select(Dialogue.id).where(Dialogue.source == "synthetic").order_by(Dialogue.id))
-    rev = _login(browser, url, "rev")
+    rev = sign_in(browser, url, "rev")
     rev.get_by_role("link", name="合成データ").click()
     assert "審査待ち（2 件）" in rev.content() and first in rev.content() and second in rev.content()
-    _shot(rev, tmp_path, "synthetic-queue")
+    screenshot(rev, tmp_path, "synthetic-queue")
     rev.locator(f"[id='{first}'] button", has_text="承認").click()
     assert "承認しました" in rev.content()
     card = rev.locator(f"[id='{second}']")
     card.locator("form[action$='/flag'] input[name=reason]").fill("言い回しが不自然")
     card.get_by_role("button", name="要確認にする").click()
-    boss = _login(browser, url, "boss")
+    boss = sign_in(browser, url, "boss")
     boss.goto("/synthetic?status=flagged")
     card = boss.locator(f"[id='{second}']")
     card.locator("input[name=reason]").last.fill("意味が通らない")

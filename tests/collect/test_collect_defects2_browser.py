@@ -10,10 +10,8 @@ from sqlalchemy import select
 from emplifai.collect import assign
 from emplifai.records import Kind
 from emplifai.store.collect import Claim
-from tests.collect.fixtures import PASSWORD, campaign, users
+from tests.collect.fixtures import PASSWORD, campaign, screenshot, sign_in, users
 from tests.collect.test_collect_browser import (  # noqa: F401  (fixtures: Debian Chromium, a real server)
-    _shot,
-    browser_type_launch_args,
     pytestmark,
     server,
 )
@@ -21,21 +19,11 @@ from tests.collect.test_collect_browser import (  # noqa: F401  (fixtures: Debia
 PHONE = {"width": 375, "height": 812}
 
 
-def _phone_login(browser, url: str, name: str, password: str = PASSWORD):  # type: ignore[no-untyped-def]
-    page = browser.new_context(base_url=url, viewport=PHONE).new_page()
-    page.goto("/login")
-    page.get_by_label("ユーザー名").fill(name)
-    page.get_by_label("パスワード").fill(password)
-    page.get_by_role("button", name="ログイン").click()
-    page.wait_for_load_state()
-    return page
-
-
 def test_late_work_is_shown_back_in_the_browser(browser, server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
     url, store = server
     ids = users(store, ("late1", "worker"), ("quick1", "worker"))
     cid = campaign(store, "late", emotions=["Joy"], round1_target=1)
-    page = _phone_login(browser, url, "late1")
+    page = sign_in(browser, url, "late1", viewport=PHONE)
     page.get_by_role("button", name="状況を書く（第1ラウンド）").click()
     text = "退院の日、主治医に「よく頑張りましたね」と言われて、思わず家族に電話しました。"
     page.locator("textarea[name=situation]").fill(text)
@@ -47,7 +35,7 @@ def test_late_work_is_shown_back_in_the_browser(browser, server, tmp_path: Path)
     body = page.content()
     assert "受け付けられませんでした" in body and "コピー" in body
     assert page.locator("textarea[readonly]").input_value() == text
-    _shot(page, tmp_path, "late-work-phone")
+    screenshot(page, tmp_path, "late-work-phone")
     page.reload()  # still there when the page is opened again
     assert page.locator("textarea[readonly]").input_value() == text
 
@@ -55,10 +43,10 @@ def test_late_work_is_shown_back_in_the_browser(browser, server, tmp_path: Path)
 def test_error_pages_and_login_throttle_in_the_browser(browser, server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
     url, store = server
     users(store, ("victim", "worker"))
-    page = _phone_login(browser, url, "victim")
+    page = sign_in(browser, url, "victim", viewport=PHONE)
     page.goto("/claims/99999999999999999999999")
     assert page.locator(".err").inner_text() == "ページが見つかりません" and page.locator(".msg").count() == 0
-    _shot(page, tmp_path, "not-found-phone")
+    screenshot(page, tmp_path, "not-found-phone")
     page.goto("/review")
     assert "権限がありません" in page.locator(".err").inner_text()
     attacker = browser.new_context(base_url=url, viewport=PHONE).new_page()
@@ -74,4 +62,4 @@ def test_error_pages_and_login_throttle_in_the_browser(browser, server, tmp_path
     attacker.get_by_role("button", name="ログイン").click()
     assert "しばらくログインできません" in attacker.locator(".err").inner_text()
     assert attacker.get_by_label("ユーザー名").input_value() == "victim"  # the typed name is kept
-    _shot(attacker, tmp_path, "login-throttled-phone")
+    screenshot(attacker, tmp_path, "login-throttled-phone")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import io
 import secrets
-import shutil
 from collections import defaultdict
 from pathlib import Path
 
@@ -20,9 +19,9 @@ from emplifai import taxonomy
 from emplifai.collect import review
 from emplifai.store.collect import Claim, ClaimStatus, PayEntry, User
 from emplifai.store.db import Store
-from tests.collect.fixtures import PASSWORD, campaign, start_server, users
+from tests.collect.fixtures import campaign, screenshot, sign_in, start_server, users
+from tests.helpers import CHROMIUM
 
-CHROMIUM = "/usr/bin/chromium"
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.browser,
@@ -33,33 +32,6 @@ PHONE = {"width": 375, "height": 812}
 NAMES = ["佐藤 陽菜", "鈴木 蓮", "高橋 結衣", "田中 湊", "伊藤 葵", "渡辺 樹", "山本 凛", "中村 大翔", "小林 芽依",
          "加藤 悠真", "吉田 紬", "山田 陽翔", "佐々木 澪", "山口 蒼", "松本 咲良", "井上 律", "木村 心春", "林 朝陽"]
 
-
-@pytest.fixture(scope="session")
-def browser_type_launch_args(browser_type_launch_args: dict) -> dict:
-    return {**browser_type_launch_args, "executable_path": CHROMIUM, "args": [
-        "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]}
-
-
-def _shot(page, tmp_path: Path, name: str) -> Path:  # type: ignore[no-untyped-def]
-    import os
-
-    path = tmp_path / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
-    if out := os.environ.get("EMPLIFAI_SCREENSHOTS"):
-        Path(out).mkdir(parents=True, exist_ok=True)
-        shutil.copy(path, Path(out) / path.name)
-    return path
-
-
-def _sign_in(browser, url: str, name: str):  # type: ignore[no-untyped-def]
-    page = browser.new_context(base_url=url, accept_downloads=True).new_page()
-    page.goto("/login")
-    page.get_by_label("ユーザー名").fill(name)
-    page.get_by_label("パスワード").fill(PASSWORD)
-    page.get_by_role("button", name="ログイン").click()
-    page.wait_for_load_state()
-    return page
 
 
 def test_eighteen_workers_from_csv_to_reconciliation(browser, db_url: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -72,7 +44,7 @@ def test_eighteen_workers_from_csv_to_reconciliation(browser, db_url: str, tmp_p
         src = tmp_path / "crowdworks_workers.csv"
         rows = [f"cw_user{i:02d},{NAMES[i]}" for i in range(N)]
         src.write_bytes(("クラウドワークスID,表示名\r\n" + "\r\n".join(rows) + "\r\n").encode("cp932"))
-        lead = _sign_in(browser, server.url, "boss")
+        lead = sign_in(browser, server.url, "boss")
         lead.goto("/workers")
         lead.locator("input[type=file]").set_input_files(str(src))
         lead.get_by_role("button", name="取り込んで招待リンクを発行").click()
@@ -81,7 +53,7 @@ def test_eighteen_workers_from_csv_to_reconciliation(browser, db_url: str, tmp_p
         links = lead.locator("code.invite-url").all_inner_texts()
         assert len(links) == N and len(set(links)) == N
         assert all(link.startswith(server.url + "/invite/") for link in links)
-        _shot(lead, tmp_path, "onboarding_invites")
+        screenshot(lead, tmp_path, "onboarding_invites")
 
         # 2. each worker opens their link on a phone, sets a password, claims, submits, reads the code
         shown: dict[str, str] = {}
@@ -91,7 +63,7 @@ def test_eighteen_workers_from_csv_to_reconciliation(browser, db_url: str, tmp_p
             page.goto(link)
             assert NAMES[i] in page.content()
             if i == 0:
-                _shot(page, tmp_path, "onboarding_set_password_375")
+                screenshot(page, tmp_path, "onboarding_set_password_375")
             page.get_by_label("新しいパスワード（8文字以上）").fill(f"pw-{i:02d}-{secrets.token_hex(4)}")
             page.get_by_label("もう一度").fill(page.get_by_label("新しいパスワード（8文字以上）").input_value())
             page.get_by_role("button", name="パスワードを設定してはじめる").click()
@@ -107,7 +79,7 @@ def test_eighteen_workers_from_csv_to_reconciliation(browser, db_url: str, tmp_p
             code = page.locator("#completion-code").inner_text()
             assert "提出しました" in page.content() and len(code) == 14
             if i == 0:
-                _shot(page, tmp_path, "onboarding_completion_code_375")
+                screenshot(page, tmp_path, "onboarding_completion_code_375")
             shown[f"cw_user{i:02d}"] = code
             # the link worked once: opening it again is refused
             assert page.goto(link).status == 410
@@ -125,11 +97,11 @@ def test_eighteen_workers_from_csv_to_reconciliation(browser, db_url: str, tmp_p
 
         lead.goto("/workers")
         assert lead.content().count("使用済み") == N
-        _shot(lead, tmp_path, "onboarding_workers")
+        screenshot(lead, tmp_path, "onboarding_workers")
 
         # 4. the lead downloads the reconciliation CSV from the dashboard
         lead.goto(f"/dashboard/{cid}")
-        _shot(lead, tmp_path, "onboarding_dashboard_lifecycle")
+        screenshot(lead, tmp_path, "onboarding_dashboard_lifecycle")
         with lead.expect_download() as dl:
             lead.get_by_role("button", name="ダウンロード").last.click()
         raw = Path(dl.value.path()).read_bytes()

@@ -25,8 +25,8 @@ from emplifai.store.collect import Claim, ClaimStatus, Draft
 from emplifai.store.db import Store
 from emplifai.store.evaluation import Rating
 from tests.collect.fixtures import PASSWORD, campaign, rating_sample, situations, start_server, users
+from tests.helpers import CHROMIUM
 
-CHROMIUM = "/usr/bin/chromium"
 PHONE = {"width": 375, "height": 812}
 pytestmark = [
     pytest.mark.slow,
@@ -34,12 +34,6 @@ pytestmark = [
     pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian chromium (scripts/test.sh installs it)"),
 ]
 
-
-@pytest.fixture(scope="session")
-def browser_type_launch_args(browser_type_launch_args: dict) -> dict:
-    return {**browser_type_launch_args, "executable_path": CHROMIUM, "args": [
-        "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]}
 
 
 @pytest.fixture

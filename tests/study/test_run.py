@@ -14,9 +14,9 @@ import pytest
 
 from emplifai.errors import UserError
 from emplifai.study.runner import RunConfig, load_config
+from tests.helpers import CHROMIUM
 
 EXE = shutil.which("emplifai") or str(Path(sys.executable).parent / "emplifai")
-CHROMIUM = "/usr/bin/chromium"
 
 TINY = """
 [predict]
@@ -41,13 +41,6 @@ def write(tmp_path: Path, text: str, name: str = "study.toml") -> Path:
     p.write_text(text, encoding="utf-8")
     return p
 
-
-@pytest.fixture(scope="session")
-def browser_type_launch_args(browser_type_launch_args: dict) -> dict:
-    """Debian's chromium (playwright cannot download browsers here), without background networking."""
-    return {**browser_type_launch_args, "executable_path": CHROMIUM, "args": [
-        "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]}
 
 
 def test_demo_config_is_valid():
