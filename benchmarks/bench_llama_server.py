@@ -5,7 +5,12 @@ interleaved round by round in one process (the machine is shared: interleaving s
 both), against one server started here on loopback with the embedded Gemma 3 270M. Reported: items/s at each
 level, their ratio (goal >= 2x), and how far the outputs of the two levels agree (llama-server batches
 requests of different slots together, and llama.cpp's CPU kernels round differently per batch shape, so
-greedy text can diverge; scores should agree closely).
+greedy text can diverge and scores agree in ranking, not to the digit).
+
+Where the time goes, per run: the CPU seconds the server and this client used (from /proc), and the server's
+own counters (``--metrics``): tokens generated, llama_decode calls and the slots busy per call. With
+``server_cores`` well under the core count and ~8 busy slots per decode at concurrency 8, the gain left is
+what batching saves per CPU second (``server_cpu_s_per_item``).
 
     python benchmarks/bench_llama_server.py --items 16 --out results/bench_llama_server.json
 """
@@ -21,6 +26,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from emplifai import taxonomy
 from emplifai.evaluate.rubrics import METRICS
@@ -45,8 +52,10 @@ PATIENT = "最近、治療がつらくて眠れない日が続いています。
 SUPPORTER = "それは本当にしんどいですね。話してくれてありがとう。"
 
 
-def workloads(n: int, max_tokens: int) -> dict[str, Callable[[OpenAICompatLLM, int], list[Any]]]:
-    sits = (SITUATIONS * (n // len(SITUATIONS) + 1))[:n]
+def workloads(n: int, max_tokens: int, tag: str) -> dict[str, Callable[[OpenAICompatLLM, int], list[Any]]]:
+    # items distinct within a round and new in every round (``tag``), as in a real run where each item is seen
+    # once: a repeated item would find its whole prompt in the slot that had it last
+    sits = [f"{SITUATIONS[i % len(SITUATIONS)]}（相談{tag}-{i + 1}）" for i in range(n)]
     emos = [taxonomy.LABELS[i % 28].en for i in range(n)]
     gen_convs = [[{"role": "user", "content": gen.instruction(e, s, "ja")}] for e, s in zip(emos, sits, strict=True)]
     gen_params = GenParams(max_tokens=max_tokens, stop=gen.STOP)
@@ -81,6 +90,52 @@ def _argmax(xs: list[float]) -> int:
     return max(range(len(xs)), key=lambda i: xs[i])
 
 
+def server_pid(url: str) -> int | None:
+    """The llama-server process listening on ``url``'s port (batching_server keeps its handle to itself)."""
+    port = url.rsplit(":", 1)[1]
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                args = (proc / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"--port" in args and port.encode() in args and any(a.endswith(b"llama-server") for a in args[:1]):
+                return int(proc.name)
+    return None
+
+
+def cpu_seconds(pid: int | None) -> float:
+    if pid is None:
+        return float("nan")
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def counters(url: str) -> dict[str, float]:
+    """llama-server's Prometheus counters; busy slots are kept as an average, turned back into a total here."""
+    text = httpx.get(f"{url}/metrics", timeout=30).text
+    vals = {}
+    for line in text.splitlines():
+        if line.startswith("llamacpp:"):
+            name, value = line.removeprefix("llamacpp:").split()
+            vals[name] = float(value)
+    vals["n_busy_slots_total"] = vals.get("n_busy_slots_per_decode", 0.0) * vals.get("n_decode_total", 0.0)
+    return vals
+
+
+def profile(before: dict[str, float], after: dict[str, float], items: int, wall: float, server_cpu: float,
+            client_cpu: float) -> dict[str, Any]:
+    d = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
+    decodes = d.get("n_decode_total", 0.0)
+    return {
+        "server_cores": round(server_cpu / wall, 2), "client_cores": round(client_cpu / wall, 2),
+        "server_cpu_s_per_item": round(server_cpu / items, 3),
+        "generated_tokens_per_item": round(d.get("tokens_predicted_total", 0.0) / items, 1),
+        "decodes_per_item": round(decodes / items, 1),
+        "busy_slots_per_decode": round(d.get("n_busy_slots_total", 0.0) / decodes, 2) if decodes else None,
+    }
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--items", type=int, default=16)
@@ -90,6 +145,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--stages", nargs="+", default=["generate", "judge", "predict"])
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--server-args", default="", help="more llama-server flags (later ones win), e.g. "
+                    "'--cache-ram 8192' to measure with its host-memory prompt cache")
     args = ap.parse_args(argv)
     binary = find_llama_server()
     if binary is None:
@@ -97,24 +154,30 @@ def main(argv: list[str] | None = None) -> dict:
     load_before = os.getloadavg()
     runs: list[dict[str, Any]] = []
     agree: dict[str, Any] = {}
-    with batching_server(embedded_model()[0], binary=binary, parallel=args.parallel, n_threads=args.threads) as url:
+    with batching_server(embedded_model()[0], binary=binary, parallel=args.parallel, n_threads=args.threads,
+                         extra_args=["--metrics", *args.server_args.split()]) as url:
         llm = load(f"openai:gemma@{url}", timeout=900)
         assert isinstance(llm, OpenAICompatLLM)
-        work = workloads(args.items, args.max_tokens)
-        llm.check_score()
+        pid = server_pid(url)
+        llm.check_score()  # before the clock starts
         for stage in args.stages:
-            work[stage](llm, args.parallel)  # warm-up: fills the slots' prompt caches with the shared prefixes
+            # warm-up on items of its own: fills the slots' prompt caches with the stage's shared prefix
+            workloads(args.items, args.max_tokens, "0")[stage](llm, args.parallel)
             outputs: dict[int, list[Any]] = {}
             for rnd in range(args.rounds):
+                work = workloads(args.items, args.max_tokens, str(rnd + 1))  # both levels: the same new items
                 for conc in ((1, args.parallel) if rnd % 2 == 0 else (args.parallel, 1)):
+                    before, cpu0, own0 = counters(url), cpu_seconds(pid), sum(os.times()[:2])
                     start = time.perf_counter()
                     out = work[stage](llm, conc)
                     wall = time.perf_counter() - start
+                    server_cpu, client_cpu = cpu_seconds(pid) - cpu0, sum(os.times()[:2]) - own0
                     failed = sum(isinstance(r, LLMFailure) for r in out)
                     tokens = sum(r.completion_tokens or 0 for r in out if isinstance(r, Completion))
                     run = {"stage": stage, "round": rnd, "concurrency": conc, "items": len(out), "failed": failed,
                            "wall_s": round(wall, 2), "items_per_s": round(len(out) / wall, 3),
-                           "completion_tokens": tokens}
+                           "completion_tokens": tokens,
+                           "profile": profile(before, counters(url), len(out), wall, server_cpu, client_cpu)}
                     runs.append(run)
                     print(json.dumps(run), file=sys.stderr)
                     outputs.setdefault(conc, out)

@@ -107,10 +107,15 @@ def _llama_server_binary() -> Path:
 
 
 @pytest.fixture(scope="session")
-def llama_server_url() -> Iterator[str]:
+def llama_server_binary() -> Path:
+    return _llama_server_binary()
+
+
+@pytest.fixture(scope="session")
+def llama_server_url(llama_server_binary: Path) -> Iterator[str]:
     """llama.cpp's own llama-server on loopback with the embedded model: 8 slots, continuous batching."""
     from emplifai.llm import embedded_model
     from emplifai.llm.local_server import batching_server
 
-    with batching_server(embedded_model()[0], binary=_llama_server_binary(), parallel=8, n_threads=2) as url:
+    with batching_server(embedded_model()[0], binary=llama_server_binary, parallel=8, n_threads=2) as url:
         yield url

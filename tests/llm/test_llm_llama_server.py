@@ -4,23 +4,28 @@ fixture. llama-server ignores ``echo``, so score mode goes through its native te
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
+from scipy.stats import spearmanr
 from sqlalchemy import select
 from typer.testing import CliRunner
-
-pytest.importorskip("httpx")
 
 from emplifai.cli import app
 from emplifai.evaluate.generate import generate
 from emplifai.evaluate.judge import JudgeConfig, judge
 from emplifai.evaluate.rubrics import METRICS
-from emplifai.llm import Completion, GenParams, load
+from emplifai.llm import Completion, GenParams, embedded_model, load
+from emplifai.llm.decoding import log_softmax
+from emplifai.llm.llamacpp import LlamaCppLLM
+from emplifai.llm.local_server import batching_server
 from emplifai.llm.openai_compat import OpenAICompatLLM
+from emplifai.llm.openai_score import NATIVE, Scorer
 from emplifai.predict.prompt import build_prompt, candidates
 from emplifai.predict.runs import PredictConfig, predict_split
 from emplifai.store.db import Store
@@ -53,16 +58,65 @@ def test_chat_completion_and_a_concurrent_batch(server: OpenAICompatLLM) -> None
     assert all(isinstance(r, Completion) and r.completion_tokens == 3 for r in out)
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "open: on 3 items of ~640 tokens the server's teacher-forced scores differ from the in-process scorer by up "
-    "to ~1.3 nats and agree on top-1 for 1 of 3 (flash attention off: same); the server alone differs by up to "
-    "0.37 nats between concurrency 1 and 8, so batch shape explains part of it, not yet all of it"))
+@pytest.fixture(scope="module")
+def one_batch_server(llama_server_binary: Path) -> Iterator[str]:
+    """One slot that evaluates a prompt in a single batch (n_batch = n_ubatch = 2048), flash attention off and a
+    full-size SWA cache: the schedule the in-process backend follows with decode_chunk >= the prompt."""
+    with batching_server(embedded_model()[0], binary=llama_server_binary, parallel=1, n_threads=2, n_ctx=4096,
+                         extra_args=["-b", "2048", "-ub", "2048", "-fa", "off", "--swa-full"]) as url:
+        yield url
+
+
+def test_teacher_forcing_reads_the_models_own_log_probabilities(one_batch_server: str) -> None:
+    """The one thing the llama-server protocol assumes of the server: ``n_probs`` under a forcing logit bias
+    reports log softmax of the raw logits. With the decode schedule matched, the server's log-probabilities are
+    llama.cpp's in process to float32 softmax rounding. A different schedule moves them by much more (likely:
+    this Q4_K_M model quantizes activations to 8 bits, so a last-bit difference from batch shape can flip a
+    rounding step): that, not the protocol, is why the 8-slot server's scores differ from in-process ones (next test)."""
+    scorer = Scorer(NATIVE, model="gemma", base_url=f"{one_batch_server}/v1", extra_body={})
+    row = record(0, sit=0)
+    prompt = build_prompt(row["situation"], row["patient"], row["supporter"])
+    one_batch = LlamaCppLLM(embedded_model()[0], n_ctx=4096, n_batch=2048, decode_chunk=2048)
+    chunked = LlamaCppLLM(embedded_model()[0], n_ctx=4096)  # the default schedule: 64-token chunks
+    try:
+        def local(llm: LlamaCppLLM, prefix: list[int], target: int) -> float:
+            llm._clear()  # type: ignore[attr-defined]
+            return float(log_softmax(llm._eval_last(prefix))[target])  # type: ignore[attr-defined]
+
+        async def compare() -> tuple[list[float], list[float]]:
+            async with httpx.AsyncClient(timeout=300) as client:
+                async def post(url: str, body: dict | None) -> dict:
+                    resp = await (client.get(url) if body is None else client.post(url, json=body))
+                    resp.raise_for_status()
+                    return resp.json()
+
+                k = len(await scorer.tokenize(post, prompt))
+                same, moved = [], []
+                for cand in candidates()[:4]:
+                    full = await scorer.tokenize(post, prompt + cand)
+                    assert full == one_batch.tokenize(prompt + cand)  # /tokenize is llama.cpp's tokenizer
+                    for j in range(k, len(full)):
+                        served = await scorer.forced_logprob(post, full[:j], full[j], cache_prompt=False)
+                        same.append(abs(served - local(one_batch, full[:j], full[j])))
+                        moved.append(abs(served - local(chunked, full[:j], full[j])))
+                return same, moved
+
+        same, moved = asyncio.run(compare())
+    finally:
+        one_batch.close()
+        chunked.close()
+    assert len(same) >= 8
+    assert max(same) < 2e-3, same  # measured ~4e-4: the server's float32 softmax over 262k logits
+    assert max(moved) > 10 * max(same), moved  # the schedule, not the protocol, moves the numbers
+
+
 def test_score_on_llama_server_ranks_like_the_in_process_scorer(server: OpenAICompatLLM) -> None:
-    """llama-server cannot echo; its teacher-forced scores should rank the 28 labels as llama.cpp in process
-    does. The numbers are not bit-identical: the server batches the prompt differently (its own ubatch split
-    and prompt cache), and llama.cpp's CPU kernels round differently per batch shape (ggml-org/llama.cpp#4479).
-    The protocol itself (which tokens, which prefixes, the definition of the score) is checked exactly in
-    test_llm_openai.py::test_server_without_echo_scores_by_teacher_forcing."""
+    """Same ranking, not the same numbers: the 8-slot server batches an item's tokens with other slots' and
+    reuses its prompt cache, a different schedule from the in-process one, and on this Q4 model a schedule
+    change alone moves a label's score by up to ~1 nat (in process, score vs score_reference(single_pass=True)
+    differs by up to 0.96 nat, Spearman >= 0.99; the server vs in process: up to 1.6 nat, Spearman >= 0.95,
+    measured on 6 items; the server's scores also sit 0.1-0.3 nat lower on average, and vary from run to run
+    with the timing of the batches). That the server's numbers are the model's own is the previous test."""
     server.check_score()
     rows = [record(i, sit=i * 7) for i in range(3)]
     prompts = [build_prompt(r["situation"], r["patient"], r["supporter"]) for r in rows]
@@ -74,18 +128,13 @@ def test_score_on_llama_server_ranks_like_the_in_process_scorer(server: OpenAICo
         local_llm.close()
     for r, lo in zip(remote, local, strict=True):
         assert isinstance(r, list) and len(r) == 28 and all(math.isfinite(x) and x < 0 for x in r)
-        assert max(abs(a - b) for a, b in zip(r, lo, strict=True)) < 0.25
-        order_r = sorted(range(28), key=lambda i: -r[i])
-        order_l = sorted(range(28), key=lambda i: -lo[i])
-        assert order_r[:3] == order_l[:3]
-        assert _spearman(r, lo) > 0.98
+        assert spearmanr(r, lo).statistic > 0.9  # measured 0.95-0.99; an off-by-one prefix gives ~0
+        assert max(abs(a - b) for a, b in zip(r, lo, strict=True)) < 3.0  # measured <= 1.7 nat
+        assert _top3(r) & _top3(lo)
 
 
-def _spearman(a: list[float], b: list[float]) -> float:
-    ra = {i: k for k, i in enumerate(sorted(range(len(a)), key=lambda i: a[i]))}
-    rb = {i: k for k, i in enumerate(sorted(range(len(b)), key=lambda i: b[i]))}
-    n = len(a)
-    return 1 - 6 * sum((ra[i] - rb[i]) ** 2 for i in range(n)) / (n * (n * n - 1))
+def _top3(xs: list[float]) -> set[int]:
+    return set(sorted(range(len(xs)), key=lambda i: -xs[i])[:3])
 
 
 @pytest.mark.parametrize(("mode", "chat"), [("score", False), ("generate", False), ("generate", True)])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -16,6 +17,7 @@ pytest.importorskip("httpx")
 from emplifai.llm import Completion, GenParams, LLMError, LLMFailure, load
 from emplifai.llm.local_server import free_port
 from emplifai.llm.openai_compat import OpenAICompatLLM
+from emplifai.llm.openai_score import PIPELINE
 
 CHAT = [{"role": "user", "content": "こんにちは"}]
 OK_BODY = {
@@ -337,4 +339,29 @@ def test_batch_score_keeps_items_apart_and_in_order(scripted) -> None:
     assert out == [pytest.approx([_expected(p, "あ"), _expected(p, "い")]) for p, _ in items]
     assert sorted(seen) == list(range(12))
     slots = [r["id_slot"] for r in srv.requests if r["_path"] == "/completion" and r.get("id_slot", -1) >= 0]
-    assert set(slots) == {0, 1, 2, 3}  # items take turns over the 4 slots that /props reported
+    assert set(slots) == {0, 1, 2, 3}  # items spread over the 4 slots that /props reported
+
+
+def test_an_item_keeps_its_next_request_queued_on_its_own_slot(scripted) -> None:
+    """llama-server starts a slot's queued request in its very next batch; sent one at a time, the next request
+    arrived while that batch ran and each slot sat out every other batch. Each item: its own free slot, exactly
+    PIPELINE requests in flight there, never more."""
+    lock, now, peak = threading.Lock(), Counter[int](), Counter[int]()
+
+    def script(n: int, body: dict[str, object]) -> Reply:
+        slot = int(body.get("id_slot", -1))  # type: ignore[call-overload]
+        with lock:
+            now[slot] += 1
+            peak[slot] = max(peak[slot], now[slot])
+        time.sleep(0.02)  # long enough for the pipeline's second request to arrive
+        try:
+            return _llama_server_like(n, body)
+        finally:
+            with lock:
+                now[slot] -= 1
+
+    srv = scripted(script)
+    items = [(f"文{i}：", ["あいう", "いう", "うえお"]) for i in range(3)]
+    out = srv.llm().batch_score(items, concurrency=3)
+    assert out == [pytest.approx([_expected(p, c) for c in cands]) for p, cands in items]
+    assert PIPELINE == 2 and [peak[s] for s in range(4)] == [2, 2, 2, 0]  # 3 items: slots 0-2, slot 3 unused

@@ -179,7 +179,8 @@ class OpenAICompatLLM(LLM):
         concurrency: int = 1,
         progress: ScoreProgress | None = None,
     ) -> list[list[float] | LLMFailure]:
-        """Items in parallel, and each item's candidates in parallel, ``concurrency`` requests in flight."""
+        """Items in parallel, and each item's candidates in parallel: ``concurrency`` requests in flight by echo;
+        on llama-server ``concurrency`` items, each on its own slot with a short pipeline of requests."""
         scorer = self._probe()
 
         def job(prompt: str, candidates: Sequence[str]) -> Job:
@@ -187,7 +188,7 @@ class OpenAICompatLLM(LLM):
                 return await scorer.score(post, prompt, candidates)
             return run
 
-        return self._batch([job(p, c) for p, c in items], concurrency, progress)
+        return self._batch([job(p, c) for p, c in items], concurrency, progress, per_item=scorer.requests_per_item)
 
     def score(self, prompt: str, candidates: Sequence[str]) -> list[float]:
         out = self.batch_score([(prompt, candidates)], concurrency=self.default_concurrency)[0]
@@ -208,11 +209,11 @@ class OpenAICompatLLM(LLM):
             self._scorer = out
         return self._scorer
 
-    def _batch(self, jobs: Sequence[Job], concurrency: int, progress: Callable[[int, Any], None] | None
-               ) -> list[Any]:
+    def _batch(self, jobs: Sequence[Job], concurrency: int, progress: Callable[[int, Any], None] | None,
+               *, per_item: int | None = None) -> list[Any]:
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
-        return _run_sync(self._abatch(jobs, concurrency, progress))
+        return _run_sync(self._abatch(jobs, concurrency, progress, per_item))
 
     def close(self) -> None:
         if self._client is not None:
@@ -337,14 +338,16 @@ class OpenAICompatLLM(LLM):
         # exponential backoff with jitter, so many workers do not retry in lockstep
         return min(self.backoff * 2 ** (attempt - 1), self.max_backoff) * (0.5 + random.random() / 2)
 
-    async def _abatch(self, jobs: Sequence[Job], concurrency: int, progress: Callable[[int, Any], None] | None
-                      ) -> list[Any]:
-        """At most ``concurrency`` requests in flight over all items (an item may send many: score), and at
-        most ``concurrency`` items started, so a long batch does not hold thousands of waiting coroutines.
-        Each item's requests are built inside it, so a malformed item fails alone."""
-        requests = asyncio.Semaphore(concurrency)
+    async def _abatch(self, jobs: Sequence[Job], concurrency: int, progress: Callable[[int, Any], None] | None,
+                      per_item: int | None = None) -> list[Any]:
+        """At most ``concurrency`` requests in flight over all items (an item may send many: score), or
+        ``per_item`` requests for each item when an item bounds its own, and at most ``concurrency`` items
+        started, so a long batch does not hold thousands of waiting coroutines. Each item's requests are built
+        inside it, so a malformed item fails alone."""
+        in_flight = concurrency * (per_item or 1)
+        requests = asyncio.Semaphore(in_flight)
         started = asyncio.Semaphore(concurrency)
-        limits = self._httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        limits = self._httpx.Limits(max_connections=in_flight, max_keepalive_connections=in_flight)
         async with self._httpx.AsyncClient(
             base_url=self.base_url, timeout=self._timeout, headers=self._headers, limits=limits
         ) as client:
