@@ -15,7 +15,9 @@ case "${1:-start}" in
       [ "$(id -u)" = 0 ] && chown -R postgres "$PWD/.pg"
       as_pg "$BIN/initdb" -D "$DATA" -A trust -U postgres --encoding=UTF8 --locale=C.UTF-8 >/dev/null
     fi
-    as_pg "$BIN/pg_ctl" -D "$DATA" -l "$DATA/../server.log" -w -o "-p $PORT -k /tmp -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=off" start >/dev/null
+    # already running (an earlier run, or one whose stop was skipped): reuse it rather than fail
+    as_pg "$BIN/pg_ctl" -D "$DATA" status >/dev/null 2>&1 ||
+      as_pg "$BIN/pg_ctl" -D "$DATA" -l "$DATA/../server.log" -w -o "-p $PORT -k /tmp -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=off" start >/dev/null
     echo "postgresql://postgres@127.0.0.1:$PORT/postgres"
     ;;
   stop)
