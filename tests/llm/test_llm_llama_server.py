@@ -8,6 +8,7 @@ import asyncio
 import json
 import math
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -72,7 +73,8 @@ def test_teacher_forcing_reads_the_models_own_log_probabilities(one_batch_server
     reports log softmax of the raw logits. With the decode schedule matched, the server's log-probabilities are
     llama.cpp's in process to float32 softmax rounding. A different schedule moves them by much more (likely:
     this Q4_K_M model quantizes activations to 8 bits, so a last-bit difference from batch shape can flip a
-    rounding step): that, not the protocol, is why the 8-slot server's scores differ from in-process ones (next test)."""
+    rounding step): that, not the protocol, is why the 8-slot server's scores differ from in-process ones (next
+    test)."""
     scorer = Scorer(NATIVE, model="gemma", base_url=f"{one_batch_server}/v1", extra_body={})
     row = record(0, sit=0)
     prompt = build_prompt(row["situation"], row["patient"], row["supporter"])
@@ -101,7 +103,9 @@ def test_teacher_forcing_reads_the_models_own_log_probabilities(one_batch_server
                         moved.append(abs(served - local(chunked, full[:j], full[j])))
                 return same, moved
 
-        same, moved = asyncio.run(compare())
+        # on a thread of its own: an earlier test (Playwright's sync API) may leave this thread's loop running
+        with ThreadPoolExecutor(1) as pool:
+            same, moved = pool.submit(asyncio.run, compare()).result()
     finally:
         one_batch.close()
         chunked.close()
