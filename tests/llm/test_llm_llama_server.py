@@ -4,11 +4,9 @@ fixture. llama-server ignores ``echo``, so score mode goes through its native te
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -25,7 +23,7 @@ from emplifai.llm import Completion, GenParams, embedded_model, load
 from emplifai.llm.decoding import log_softmax
 from emplifai.llm.llamacpp import LlamaCppLLM
 from emplifai.llm.local_server import batching_server
-from emplifai.llm.openai_compat import OpenAICompatLLM
+from emplifai.llm.openai_compat import OpenAICompatLLM, _run_sync
 from emplifai.llm.openai_score import NATIVE, Scorer
 from emplifai.predict.prompt import build_prompt, candidates
 from emplifai.predict.runs import PredictConfig, predict_split
@@ -103,9 +101,8 @@ def test_teacher_forcing_reads_the_models_own_log_probabilities(one_batch_server
                         moved.append(abs(served - local(chunked, full[:j], full[j])))
                 return same, moved
 
-        # on a thread of its own: an earlier test (Playwright's sync API) may leave this thread's loop running
-        with ThreadPoolExecutor(1) as pool:
-            same, moved = pool.submit(asyncio.run, compare()).result()
+        # _run_sync: an earlier test (Playwright's sync API) may leave this thread's event loop running
+        same, moved = _run_sync(compare())
     finally:
         one_batch.close()
         chunked.close()

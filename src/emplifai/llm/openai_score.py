@@ -55,7 +55,9 @@ class Scorer:
         self.root = base_url.removesuffix("/v1")  # llama-server's native endpoints live at the root
         self.extra_body = extra_body
         self.slots = 1  # llama-server's slot count (from /props), for pinning an item to one slot
-        self._busy: set[int] = set()  # slots held by items now being scored (one event loop: no lock needed)
+        # slots held by items being scored; no lock: two batches racing on different threads can at worst put two
+        # items on one slot, where the second queues
+        self._busy: set[int] = set()
         self._next_slot = 0
 
     @property
