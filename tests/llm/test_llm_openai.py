@@ -332,7 +332,22 @@ def test_every_failed_attempt_is_in_the_error(scripted) -> None:
 
 
 def test_batch_score_keeps_items_apart_and_in_order(scripted) -> None:
-    srv = scripted(_llama_server_like)
+    """Items in flight together take different slots. The fake server holds each pinned request until four
+    slots have one (or 5 s pass), so the overlap does not depend on how fast the threads happen to run."""
+    lock, pinned, all_four = threading.Lock(), set[int](), threading.Event()
+
+    def script(n: int, body: dict[str, object]) -> Reply:
+        slot = int(body.get("id_slot", -1))  # type: ignore[call-overload]
+        if "n_probs" in body and slot >= 0:
+            with lock:
+                pinned.add(slot)
+                if len(pinned) == 4:
+                    all_four.set()
+            if not all_four.wait(timeout=5.0):
+                all_four.set()  # a broken spread fails below once, instead of waiting 5 s per request
+        return _llama_server_like(n, body)
+
+    srv = scripted(script)
     items = [(f"文{i}：", ["あ", "い"]) for i in range(12)]
     seen: list[int] = []
     out = srv.llm().batch_score(items, concurrency=5, progress=lambda i, r: seen.append(i))
@@ -353,7 +368,7 @@ def test_an_item_keeps_its_next_request_queued_on_its_own_slot(scripted) -> None
         with lock:
             now[slot] += 1
             peak[slot] = max(peak[slot], now[slot])
-        time.sleep(0.02)  # long enough for the pipeline's second request to arrive
+        time.sleep(0.1)  # long enough for the pipeline's second request to arrive, with margin on a loaded CI box
         try:
             return _llama_server_like(n, body)
         finally:
