@@ -25,10 +25,12 @@ case "${1:-path}" in
     tree=$DIR/src/llama_cpp_python-$VERSION
     [ -d "$tree/vendor/llama.cpp/tools/server" ] || tar -xzf "$sdist" -C "$DIR/src"
     cd "$tree/vendor/llama.cpp"
-    # Static, so the cached binary needs no LD_LIBRARY_PATH; no curl: models are never downloaded.
+    # Static, so the cached binary needs no LD_LIBRARY_PATH; no curl: models are never downloaded; no prebuilt
+    # web UI: the build would fetch an unpinned one from Hugging Face (the tests and benchmarks use the API only).
     cmake -B build -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF \
       -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON \
-      -DLLAMA_CURL=OFF -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF >&2
+      -DLLAMA_CURL=OFF -DLLAMA_USE_PREBUILT_UI=OFF \
+      -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF >&2
     nice -n 10 cmake --build build --target llama-server -j"${LLAMA_SERVER_JOBS:-2}" >&2  # stdout: the path only
     mkdir -p "$(dirname "$BIN")"
     cp build/bin/llama-server "$BIN.tmp" && mv "$BIN.tmp" "$BIN"  # atomic: a killed build leaves no binary
