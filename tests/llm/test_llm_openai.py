@@ -27,6 +27,7 @@ OK_BODY = {
 
 # ------------------------------------------------------------------------------- scripted HTTP server
 Reply = tuple[int, dict[str, object], dict[str, str]]  # status, JSON body, headers
+SLOTS = 4  # what the fake server's /props reports, as llama-server does for --parallel 4
 
 
 class Scripted:
@@ -52,7 +53,7 @@ class Scripted:
 
             def do_GET(self) -> None:  # llama-server's GET /props (slot count); the others: 404
                 found = self.path == "/props"
-                data = json.dumps({"total_slots": 4} if found else {"error": "not found"}).encode()
+                data = json.dumps({"total_slots": SLOTS} if found else {"error": "not found"}).encode()
                 outer.requests.append({"_path": self.path, "_method": "GET"})
                 self.send_response(200 if found else 404)
                 self.send_header("Content-Type", "application/json")
@@ -332,19 +333,19 @@ def test_every_failed_attempt_is_in_the_error(scripted) -> None:
 
 
 def test_batch_score_keeps_items_apart_and_in_order(scripted) -> None:
-    """Items in flight together take different slots. The fake server holds each pinned request until four
-    slots have one (or 5 s pass), so the overlap does not depend on how fast the threads happen to run."""
-    lock, pinned, all_four = threading.Lock(), set[int](), threading.Event()
+    """Items in flight together take different slots. The fake server holds each pinned request until every
+    slot has one (or 5 s pass), so the overlap does not depend on how fast the threads happen to run."""
+    lock, pinned, all_slots = threading.Lock(), set[int](), threading.Event()
 
     def script(n: int, body: dict[str, object]) -> Reply:
         slot = int(body.get("id_slot", -1))  # type: ignore[call-overload]
         if "n_probs" in body and slot >= 0:
             with lock:
                 pinned.add(slot)
-                if len(pinned) == 4:
-                    all_four.set()
-            if not all_four.wait(timeout=5.0):
-                all_four.set()  # a broken spread fails below once, instead of waiting 5 s per request
+                if len(pinned) == SLOTS:
+                    all_slots.set()
+            if not all_slots.wait(timeout=5.0):
+                all_slots.set()  # a broken spread fails below once, instead of waiting 5 s per request
         return _llama_server_like(n, body)
 
     srv = scripted(script)
